@@ -1,0 +1,32 @@
+"""meanfield: mean-field theory of deep networks at initialization.
+
+Phases (ordered / critical / chaotic), fixed points, depth scales and trainable depth for
+an activation and (sigma_w^2, sigma_b^2), following THEORY.md (variances, not standard
+deviations).
+"""
+
+from ._version import __version__
+
+# Activations
+from .activations import Activation, activations, get_activation, register_activation, unregister_activation
+
+# One point, grids, critical line, advice
+from .api import Result, analyze, critical_line, critical_sw2, fixed_points, phase_diagram
+
+
+__all__ = [
+    "__version__",
+    "Activation",
+    "activations",
+    "get_activation",
+    "register_activation",
+    "unregister_activation",
+    "Result",
+    "analyze",
+    "phase_diagram",
+    "critical_sw2",
+    "critical_line",
+    "fixed_points",
+
+
+]

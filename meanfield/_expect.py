@@ -1,0 +1,314 @@
+"""Gaussian expectations of an activation, in Numba (float64).
+
+Two families of kernels, each with closed forms first and quadrature as the fallback:
+
+``moments1(q)``
+    One input of variance q, x = sqrt(q) z, z ~ N(0, 1)::
+
+        m_phi   = E[phi(x)]
+        m_phi2  = E[phi(x)^2]                 (length map:  V(q) = sw2 * m_phi2 + sb2)
+        m_phi2z = E[phi(x)^2 (z^2 - 1)]       (= 2 q dE[phi^2]/dq; V'(q) = sw2 * m_phi2z / (2q))
+        m_dphi2 = E[phi'(x)^2]                (chi_1 = sw2 * m_dphi2)
+        m_dphi  = E[phi'(x)]
+
+    ``m_phi2z`` comes from differentiating the Gaussian density in q, so V'(q) needs no
+    phi'' (a user who gives only phi loses no accuracy).
+
+``moments2(q, eps)``
+    Two inputs of equal variance q and correlation c = 1 - eps (eps carried
+    directly so that 1 - c keeps all its digits near c = 1)::
+
+        D     = E[phi(u1) phi(u2)]
+        Delta = E[phi(u1)^2] - D = 1/2 E[(phi(u1) - phi(u2))^2]   (no cancellation)
+        Dp    = E[phi'(u1) phi'(u2)]                              (dC/dc = sw2 * Dp)
+
+Quadrature rules (``closed_form == CF_NONE``)
+---------------------------------------------
+* Smooth activations: the trapezoid rule in z on [-Z, Z].  For integrands analytic
+  in a strip it converges like exp(-2 pi d / h) (THEORY.md, "Numerics"); the step is
+  ``h = min(H_MAX, kappa / sqrt(q))`` with kappa from the activation.  In 2-D the
+  variables are the sum and difference s, d (u1 = sqrt(q)(alpha s + beta d),
+  u2 = sqrt(q)(alpha s - beta d), alpha^2 = 1 - eps/2, beta^2 = eps/2), each with its
+  own step, so near c = 1 the d direction needs only a few nodes.
+* Activations with kinks: composite 16-point Gauss-Legendre with panel boundaries at
+  every kink (in 2-D: outer z1 split at the kinks, inner z2 split where u2 crosses a
+  kink), because no rule converges fast across a kink.
+"""
+
+from __future__ import annotations
+
+import math
+
+import numba as nb
+import numpy as np
+
+from .activations import CF_ERF, CF_LINEAR, CF_NONE, CF_RELU, CF_SIN, phi
+
+# Truncation of the standard-normal variable: the Gaussian weight at 10 is 7.7e-23,
+# small enough even against the z^4 growth of phi^2 (z^2 - 1) for linear-growth phi.
+Z1 = 10.0
+# In 2-D the integrands are at most quadratic in (s, d); a disc of radius 9 leaves < 1e-17.
+Z2 = 9.0
+H_MAX = 0.5  # the trapezoid on exp(-z^2/2) alone is accurate to exp(-2 pi^2 / h^2) ~ 1e-34
+PANELS_PER_STEP = 8.0  # a 16-point Gauss-Legendre panel spans 8 trapezoid steps
+PANEL_MAX = 2.0
+_GL_X, _GL_W = np.polynomial.legendre.leggauss(16)
+_INV_SQRT_2PI = 1.0 / math.sqrt(2.0 * math.pi)
+_PI = math.pi
+
+
+@nb.njit(cache=True)
+def _step(kappa, var):
+    """Trapezoid step in a standard-normal variable whose image has variance ``var``."""
+    if var <= 0.0:
+        return H_MAX
+    return min(H_MAX, kappa / math.sqrt(var))
+
+
+@nb.njit(cache=True)
+def _pdf(z):
+    return _INV_SQRT_2PI * math.exp(-0.5 * z * z)
+
+
+# --------------------------------------------------------------------------- closed forms
+@nb.njit(cache=True)
+def _sin_minus_theta_cos(theta):
+    """sin(t) - t cos(t) without cancellation for small t (series up to t^19)."""
+    if theta < 0.5:
+        t2 = theta * theta
+        term = theta * t2  # t^3
+        s = 0.0
+        sign = 1.0
+        fact = 6.0  # (2k+1)! for k = 1
+        for k in range(1, 10):
+            s += sign * term * (2.0 * k) / fact
+            term *= t2
+            fact *= (2.0 * k + 2.0) * (2.0 * k + 3.0)
+            sign = -sign
+        return s
+    return math.sin(theta) - theta * math.cos(theta)
+
+
+@nb.njit(cache=True)
+def _closed1(cf, a, q):
+    if cf == CF_RELU:
+        return ((1.0 - a) * math.sqrt(q) * _INV_SQRT_2PI, 0.5 * q * (1.0 + a * a),
+                q * (1.0 + a * a), 0.5 * (1.0 + a * a), 0.5 * (1.0 + a))
+    if cf == CF_LINEAR:
+        return 0.0, q, 2.0 * q, 1.0, 1.0
+    if cf == CF_ERF:
+        r = 2.0 * q / (1.0 + 2.0 * q)
+        s = math.sqrt(1.0 + 4.0 * q)
+        dF = (4.0 / _PI) / ((1.0 + 2.0 * q) * s)
+        return (0.0, (2.0 / _PI) * math.asin(r), 2.0 * q * dF, (4.0 / _PI) / s,
+                (2.0 / math.sqrt(_PI)) / math.sqrt(1.0 + 2.0 * q))
+    # CF_SIN: E sin^2 = (1 - e^{-2q})/2, E cos^2 = (1 + e^{-2q})/2, E cos = e^{-q/2}
+    e2 = math.exp(-2.0 * q)
+    return 0.0, -0.5 * math.expm1(-2.0 * q), 2.0 * q * e2, 0.5 * (1.0 + e2), math.exp(-0.5 * q)
+
+
+@nb.njit(cache=True)
+def _closed2(cf, a, q, eps):
+    c = 1.0 - eps
+    if cf == CF_RELU:
+        # Arc-cosine kernel (Cho & Saul 2009) with theta from eps directly.
+        theta = 2.0 * math.asin(math.sqrt(0.5 * eps))
+        k = (1.0 - a) * (1.0 - a)
+        D = k * q * (math.sin(theta) + (_PI - theta) * c) / (2.0 * _PI) + a * q * c
+        Delta = k * q * (_PI * eps - _sin_minus_theta_cos(theta)) / (2.0 * _PI) + a * q * eps
+        Dp = a + k * (_PI - theta) / (2.0 * _PI)
+        return D, Delta, Dp
+    if cf == CF_LINEAR:
+        return q * c, q * eps, 1.0
+    if cf == CF_ERF:
+        one_m_c2 = eps * (2.0 - eps)
+        big = 1.0 + 4.0 * q + 4.0 * q * q * one_m_c2  # (1+2q)^2 - 4 q^2 c^2
+        D = (2.0 / _PI) * math.asin(2.0 * q * c / (1.0 + 2.0 * q))
+        if c >= 0.0:
+            # asin(r) - asin(r c) = asin(r (1 - c^2) / (sqrt(1 - r^2 c^2) + c sqrt(1 - r^2)))
+            Delta = (2.0 / _PI) * math.asin(
+                2.0 * q * one_m_c2 / (math.sqrt(big) + c * math.sqrt(1.0 + 4.0 * q)))
+        else:
+            Delta = (2.0 / _PI) * math.asin(2.0 * q / (1.0 + 2.0 * q)) - D
+        return D, Delta, (4.0 / _PI) / math.sqrt(big)
+    # CF_SIN: E sin(u) sin(v) = e^{-q} sinh(q c), E cos(u) cos(v) = e^{-q} cosh(q c)
+    e = math.exp(-q)
+    return (e * math.sinh(q * c), 2.0 * e * math.cosh(0.5 * q * (2.0 - eps)) * math.sinh(0.5 * q * eps),
+            e * math.cosh(q * c))
+
+
+# --------------------------------------------------------------------------- 1-D quadrature
+@nb.njit(cache=True)
+def _acc1(kind, a, b, ufn, sq, z, w, acc, herm):
+    """Add one node's contribution to the 1-D moment sums (and Hermite coefficients)."""
+    p, dp = phi(kind, sq * z, a, b, ufn)
+    wp = w * p
+    acc[0] += wp
+    acc[1] += wp * p
+    acc[2] += wp * p * (z * z - 1.0)
+    acc[3] += w * dp * dp
+    acc[4] += w * dp
+    nh = herm.shape[0]
+    if nh > 0:
+        # Normalized probabilists' Hermite polynomials He_n(z)/sqrt(n!) by recurrence.
+        hm = 0.0
+        h = 1.0
+        for n in range(nh):
+            herm[n] += wp * h
+            hn = (z * h - math.sqrt(n) * hm) / math.sqrt(n + 1.0)
+            hm = h
+            h = hn
+
+
+@nb.njit(cache=True)
+def _breakpoints(kinks, scale, shift, lo, hi):
+    """Sorted points (kinks[i] - shift) / scale that fall strictly inside (lo, hi), with lo, hi."""
+    pts = np.empty(kinks.shape[0] + 2)
+    pts[0] = lo
+    n = 1
+    for i in range(kinks.shape[0]):
+        t = (kinks[i] - shift) / scale
+        if lo < t < hi:
+            pts[n] = t
+            n += 1
+    pts[n] = hi
+    n += 1
+    out = np.sort(pts[:n])
+    return out
+
+
+@nb.njit(cache=True)
+def moments1(kind, a, b, ufn, cf, kinks, kappa, q, herm):
+    """The five 1-D moments at variance q (see module docstring).
+
+    ``herm`` (length N, zeroed on entry, may be empty) receives the normalized Hermite
+    coefficients a_n = E[phi(sqrt(q) z) He_n(z)] / sqrt(n!), n < N (quadrature path only).
+    """
+    if cf != CF_NONE:
+        return _closed1(cf, a, q)
+    acc = np.zeros(5)
+    sq = math.sqrt(q)
+    h = _step(kappa, q)
+    if kinks.shape[0] == 0 or q == 0.0:
+        K = int(Z1 / h)
+        for k in range(-K, K + 1):
+            z = k * h
+            _acc1(kind, a, b, ufn, sq, z, h * _pdf(z), acc, herm)
+    else:
+        width = min(PANEL_MAX, PANELS_PER_STEP * h)
+        pts = _breakpoints(kinks, sq, 0.0, -Z1, Z1)
+        for s in range(pts.shape[0] - 1):
+            lo = pts[s]
+            hi = pts[s + 1]
+            npan = max(1, int(math.ceil((hi - lo) / width)))
+            pw = (hi - lo) / npan
+            for p in range(npan):
+                mid = lo + (p + 0.5) * pw
+                for i in range(_GL_X.shape[0]):
+                    z = mid + 0.5 * pw * _GL_X[i]
+                    _acc1(kind, a, b, ufn, sq, z, 0.5 * pw * _GL_W[i] * _pdf(z), acc, herm)
+    return acc[0], acc[1], acc[2], acc[3], acc[4]
+
+
+# --------------------------------------------------------------------------- 2-D quadrature
+@nb.njit(cache=True)
+def _moments2_smooth(kind, a, b, ufn, kappa, odd, q, eps):
+    alpha = math.sqrt(1.0 - 0.5 * eps)
+    beta = math.sqrt(0.5 * eps)
+    A = math.sqrt(q) * alpha
+    B = math.sqrt(q) * beta
+    hs = _step(kappa, q * alpha * alpha)
+    hd = _step(kappa, q * beta * beta)
+    Ks = int(Z2 / hs)
+    Kd = int(Z2 / hd)
+    # Weights of the d direction, computed once: the integrand is even in d (d -> -d
+    # swaps u1 and u2), so nodes d > 0 count twice.
+    wd = np.empty(Kd + 1)
+    for k in range(Kd + 1):
+        wd[k] = hd * _pdf(k * hd) * (1.0 if k == 0 else 2.0)
+    r2 = Z2 * Z2
+    D = 0.0
+    Dl = 0.0
+    Dp = 0.0
+    j0 = 0 if odd else -Ks
+    for j in range(j0, Ks + 1):
+        s = j * hs
+        ws = hs * _pdf(s)
+        if odd and j > 0:
+            ws *= 2.0  # phi odd: the d-symmetrized integrand is even in s
+        As = A * s
+        rs = 0.0
+        rl = 0.0
+        rp = 0.0
+        for k in range(0, Kd + 1):
+            d = k * hd
+            if s * s + d * d > r2:
+                break
+            p1, dp1 = phi(kind, As + B * d, a, b, ufn)
+            p2, dp2 = phi(kind, As - B * d, a, b, ufn)
+            diff = p1 - p2
+            rs += wd[k] * p1 * p2
+            rl += wd[k] * diff * diff
+            rp += wd[k] * dp1 * dp2
+        D += ws * rs
+        Dl += ws * 0.5 * rl
+        Dp += ws * rp
+    return D, Dl, Dp
+
+
+@nb.njit(cache=True)
+def _moments2_kinked(kind, a, b, ufn, kinks, kappa, q, eps):
+    sq = math.sqrt(q)
+    c = 1.0 - eps
+    sc = math.sqrt(eps * (2.0 - eps))
+    w1 = min(PANEL_MAX, PANELS_PER_STEP * _step(kappa, q))
+    w2 = min(PANEL_MAX, PANELS_PER_STEP * _step(kappa, q * sc * sc))
+    outer = _breakpoints(kinks, sq, 0.0, -Z1, Z1)
+    D = 0.0
+    Dl = 0.0
+    Dp = 0.0
+    ng = _GL_X.shape[0]
+    for s1 in range(outer.shape[0] - 1):
+        lo1 = outer[s1]
+        hi1 = outer[s1 + 1]
+        np1 = max(1, int(math.ceil((hi1 - lo1) / w1)))
+        pw1 = (hi1 - lo1) / np1
+        for p1i in range(np1):
+            mid1 = lo1 + (p1i + 0.5) * pw1
+            for i in range(ng):
+                z1 = mid1 + 0.5 * pw1 * _GL_X[i]
+                wz1 = 0.5 * pw1 * _GL_W[i] * _pdf(z1)
+                f1, df1 = phi(kind, sq * z1, a, b, ufn)
+                inner = _breakpoints(kinks, sq * sc, sq * c * z1, -Z1, Z1)
+                for s2 in range(inner.shape[0] - 1):
+                    lo2 = inner[s2]
+                    hi2 = inner[s2 + 1]
+                    np2 = max(1, int(math.ceil((hi2 - lo2) / w2)))
+                    pw2 = (hi2 - lo2) / np2
+                    for p2i in range(np2):
+                        mid2 = lo2 + (p2i + 0.5) * pw2
+                        for j in range(ng):
+                            z2 = mid2 + 0.5 * pw2 * _GL_X[j]
+                            w = wz1 * 0.5 * pw2 * _GL_W[j] * _pdf(z2)
+                            f2, df2 = phi(kind, sq * (c * z1 + sc * z2), a, b, ufn)
+                            D += w * f1 * f2
+                            diff = f1 - f2
+                            Dl += w * 0.5 * diff * diff
+                            Dp += w * df1 * df2
+    return D, Dl, Dp
+
+
+@nb.njit(cache=True)
+def moments2(kind, a, b, ufn, cf, kinks, kappa, odd, q, eps):
+    """(D, Delta, Dp) at variance q and correlation c = 1 - eps (see module docstring)."""
+    if cf != CF_NONE:
+        return _closed2(cf, a, q, eps)
+    if eps == 0.0 or q == 0.0:
+        m = moments1(kind, a, b, ufn, cf, kinks, kappa, q, np.empty(0))
+        if q == 0.0:
+            p0, dp0 = phi(kind, 0.0, a, b, ufn)
+            return p0 * p0, 0.0, dp0 * dp0
+        return m[1], 0.0, m[3]
+    if kinks.shape[0] == 0:
+        return _moments2_smooth(kind, a, b, ufn, kappa, odd, q, eps)
+    return _moments2_kinked(kind, a, b, ufn, kinks, kappa, q, eps)

@@ -1,0 +1,364 @@
+"""Fixed points, slopes and depth scales of the mean-field maps, in Numba.
+
+Everything here is pure numerics on scalars and arrays; validation, labels and I/O
+live in :mod:`meanfield.api`.  Conventions are THEORY.md's: variances, not standard
+deviations; ``sw2d = sw2 / rho`` is the weight variance seen by the diagonal (length)
+map under dropout with keep probability rho.
+
+Length map (THEORY.md, "Length map")::
+
+    V(q) = sw2d * E[phi(sqrt(q) z)^2] + sb2,   q* = V(q*)
+
+solved by safeguarded Newton on g(q) = V(q) - q, with V'(q) from the q-derivative of
+the Gaussian density (no phi'').  The root is the one the iteration q^{l+1} = V(q^l)
+reaches from q^0 = ``q0``: g > 0 means the iterates increase, so the bracket always
+keeps g(lo) >= 0 >= g(hi) around that root.
+
+Correlation map (THEORY.md, "Correlation map"), in eps = 1 - c::
+
+    1 - C(1 - eps) = sw2 * [(1/rho - 1) E phi^2 + Delta(eps)] / q*,
+    Delta(eps) = E[phi(u1)^2] - E[phi(u1) phi(u2)]
+
+C is convex on [0, 1] (its dual-activation series has non-negative coefficients) and
+C(0) >= 0, so G(eps) = 1 - C(1 - eps) - eps is concave with G(1) <= 0: the stable
+fixed point c* < 1 is its unique root in (0, 1].  It is found from the dual-activation
+series  D(c) = sum_n a_n^2 c^n  when the series' tail bound proves it accurate, and
+otherwise by safeguarded Newton on the 2-D quadrature started from the series' root.
+"""
+
+from __future__ import annotations
+
+import math
+
+import numba as nb
+import numpy as np
+
+from ._expect import moments1, moments2
+from .activations import CF_LINEAR, CF_NONE, CF_RELU, phi
+
+# Status codes (first failure wins).  Kept in sync with api.STATUS_MEANINGS.
+OK = 0
+NO_FIXED_POINT = 1  # the length map grows past Q_MAX: no finite q* (or q* > Q_MAX)
+Q_MAXITER = 2
+C_MAXITER = 3
+NONFINITE = 4  # phi or its moments produced inf/NaN
+
+Q_MAX = 1e8  # beyond this the length map is declared unbounded (documented in analyze())
+Q_ASYMPTOTIC = 100.0  # q past which a linear-growth phi counts as asymptotically linear
+Q_TINY = 1e-30  # below this, and with V(0) = 0, the fixed point is q* = 0 exactly
+MAXIT_Q = 300
+MAXIT_C = 200
+N_HERMITE = 64  # dual-activation terms; the tail bound decides whether they suffice
+SERIES_TOL = 2e-16  # accept the series when its proven truncation error is below this (relative)
+
+# Indices of the point-result vector.
+I_Q, I_C, I_CHI1, I_CHIC, I_XIQ, I_XIC, I_XIG, I_DEPTH, I_PHASE, I_STATUS, I_VP, I_CHIG = range(12)
+N_OUT = 12
+
+PHASE_UNDETERMINED = -1
+PHASE_ORDERED = 0
+PHASE_CRITICAL = 1
+PHASE_CHAOTIC = 2
+
+
+@nb.njit(cache=True)
+def _lin_slope(cf, a, sw2d):
+    """V'(q) for the closed forms whose length map is linear in q."""
+    if cf == CF_LINEAR:
+        return sw2d
+    return 0.5 * sw2d * (1.0 + a * a)
+
+
+@nb.njit(cache=True)
+def solve_q(kind, a, b, ufn, cf, kinks, kappa, sw2d, sb2, q0, v_slope_inf):
+    """Fixed point of the length map reached from q0.
+
+    ``v_slope_inf`` = lim E[phi(sqrt(q) z)^2]/q = (phi'(+inf)^2 + phi'(-inf)^2)/2 for
+    linearly growing phi (NaN when unknown or phi is bounded).
+
+    Returns
+    -------
+    (q_star, status, iterations)
+        ``q_star`` is ``inf`` with status NO_FIXED_POINT when the map grows without bound.
+    """
+    if cf == CF_RELU or cf == CF_LINEAR:
+        # V(q) = slope * q + sb2 exactly: closed-form fixed point (THEORY.md, closed forms).
+        slope = _lin_slope(cf, a, sw2d)
+        if slope < 1.0:
+            return sb2 / (1.0 - slope), OK, 0
+        if slope == 1.0 and sb2 == 0.0:
+            return q0, OK, 0  # every q is fixed: the iteration stays at q0
+        if sb2 == 0.0 and q0 == 0.0:
+            return 0.0, OK, 0
+        return math.inf, NO_FIXED_POINT, 0
+
+    empty = np.empty(0)
+    expands_at_infinity = sw2d * v_slope_inf > 1.0  # False when the slope is unknown (NaN)
+    p0, dp0 = phi(kind, 0.0, a, b, ufn)
+    zero_is_fixed = (sw2d * p0 * p0 + sb2) == 0.0  # V(0) = 0
+    lo = 0.0
+    hi = math.inf
+    x = q0
+    prev_step = math.inf
+    for it in range(MAXIT_Q):
+        m = moments1(kind, a, b, ufn, cf, kinks, kappa, x, empty)
+        V = sw2d * m[1] + sb2
+        if not math.isfinite(V):
+            return math.nan, NONFINITE, it
+        g = V - x
+        if x > 0.0:
+            gp = sw2d * m[2] / (2.0 * x) - 1.0
+        else:
+            gp = sw2d * dp0 * dp0 - 1.0  # V'(0) when phi(0) = 0
+        if g == 0.0:
+            # V(q) = q to rounding.  Near 0 with V(0) = 0 and V'(0) <= 1 this is the map
+            # q - O(q^2) being indistinguishable from the identity: the fixed point is 0.
+            if zero_is_fixed and x < 1e-8 * max(q0, 1.0) and sw2d * dp0 * dp0 <= 1.0:
+                return 0.0, OK, it
+            return x, OK, it
+        if g > 0.0:
+            lo = x
+        else:
+            hi = x
+        if zero_is_fixed and hi < Q_TINY:
+            return 0.0, OK, it
+        if g > 0.0 and (x > Q_MAX or (x >= Q_ASYMPTOTIC and gp > 0.0 and expands_at_infinity)):
+            # Beyond Q_ASYMPTOTIC a linearly growing phi is in its asymptotic regime: with
+            # V > q, V' > 1 and V'(inf) > 1 the iterates grow without bound.
+            return math.inf, NO_FIXED_POINT, it
+        # Newton candidate; fall back to expansion (no upper bracket yet) or bisection.
+        xn = x - g / gp if gp != 0.0 else math.nan
+        if not (lo < xn < hi) or not math.isfinite(xn):
+            if hi == math.inf:
+                xn = 4.0 * x if x > 0.0 else 1.0
+            elif lo > 0.0:
+                xn = math.sqrt(lo * hi)
+            else:
+                xn = 0.25 * hi
+        step = abs(xn - x)
+        # Converged when the step is at rounding level, or no longer shrinks once small
+        # (g is then rounding noise amplified by 1/|V' - 1|).
+        if step <= 4e-16 * x or (step >= prev_step and step <= 1e-12 * x):
+            return x, OK, it
+        prev_step = step
+        x = xn
+    return x, Q_MAXITER, MAXIT_Q
+
+
+@nb.njit(cache=True)
+def _series_delta(herm, tail, eps):
+    """Dual-activation series: (Delta(eps), q D'(c)) with c = 1 - eps, tail of D dropped.
+
+    Delta = sum_{n<N} a_n^2 (1 - c^n) + tail - sum_{n>=N} a_n^2 c^n; the last sum is
+    dropped (it is at most c^N tail).  1 - c^n = -expm1(n log1p(-eps)) keeps full
+    relative accuracy for tiny eps.
+    """
+    c = 1.0 - eps
+    lc = math.log1p(-eps) if eps < 1.0 else -math.inf
+    dl = tail
+    dp = 0.0
+    cn1 = 1.0  # c^(n-1)
+    for n in range(1, herm.shape[0]):
+        a2 = herm[n] * herm[n]
+        if eps < 1.0:
+            dl += a2 * (-math.expm1(n * lc))
+        else:
+            dl += a2
+        dp += n * a2 * cn1
+        cn1 *= c
+    return dl, dp
+
+
+@nb.njit(cache=True)
+def _series_root(herm, tail, sw2, rho, F, q):
+    """Root of the series version of G(eps) by Newton from eps = 1 (concave: monotone)."""
+    e = 1.0
+    for _ in range(MAXIT_C):
+        dl, dpq = _series_delta(herm, tail, e)
+        G = sw2 * ((1.0 / rho - 1.0) * F + dl) / q - e
+        Gp = sw2 * dpq / q - 1.0
+        if G >= 0.0 and e == 1.0:
+            return 1.0
+        if Gp >= 0.0:
+            return math.nan  # the truncated series has no interior root
+        en = e - G / Gp
+        if en <= 0.0 or not math.isfinite(en):
+            return math.nan
+        if abs(en - e) <= 2e-16 * e:
+            return en
+        e = en
+    return e
+
+
+@nb.njit(cache=True)
+def solve_c(kind, a, b, ufn, cf, kinks, kappa, odd, sw2, sb2, rho, q, F, herm, tail, tail1):
+    """Stable correlation fixed point below c = 1 (chaotic phase or dropout).
+
+    Parameters ``F = E phi^2`` at q, ``herm`` its Hermite coefficients, ``tail`` and
+    ``tail1`` the exact tail masses sum_{n>=N} a_n^2 and sum_{n>=N} n a_n^2.
+
+    Returns
+    -------
+    (c_star, chi_c, status, iterations)
+    """
+    if odd and sb2 == 0.0 and rho == 1.0:
+        # C(0) = 0 exactly for odd phi without bias: c* = 0, chi_c = sw2 (E phi')^2.
+        m = moments2(kind, a, b, ufn, cf, kinks, kappa, odd, q, 1.0)
+        return 0.0, sw2 * m[2], OK, 0
+
+    lo = 0.0
+    hi = 1.0
+    e = 1.0
+    if cf == CF_NONE and herm.shape[0] > 0:
+        es = _series_root(herm, tail, sw2, rho, F, q)
+        if math.isfinite(es) and es > 0.0:
+            c = 1.0 - es
+            # Proven truncation bounds: |sum_{n>=N} a_n^2 c^n| <= c^N tail, and the same
+            # for the derivative series with n a_n^2 c^(n-1) <= c^(N-1) tail1.
+            cN = c ** herm.shape[0]
+            errD = cN * tail
+            errDp = (cN / c if c > 0.0 else 0.0) * tail1
+            dl, dpq = _series_delta(herm, tail, es)
+            if errD <= SERIES_TOL * F and errDp <= SERIES_TOL * dpq:
+                return c, sw2 * dpq / q, OK, 0
+            e = es
+    it = 0
+    prev_step = math.inf
+    for it in range(MAXIT_C):
+        D, Dl, Dp = moments2(kind, a, b, ufn, cf, kinks, kappa, odd, q, e)
+        G = sw2 * ((1.0 / rho - 1.0) * F + Dl) / q - e
+        Gp = sw2 * Dp - 1.0
+        if not (math.isfinite(G) and math.isfinite(Gp)):
+            return math.nan, math.nan, NONFINITE, it
+        if G == 0.0:
+            return 1.0 - e, sw2 * Dp, OK, it
+        if G > 0.0:
+            lo = e
+        else:
+            hi = e
+        en = e - G / Gp if Gp != 0.0 else math.nan
+        if not (lo < en < hi) or not math.isfinite(en):
+            en = math.sqrt(lo * hi) if lo > 0.0 else 0.25 * hi
+        step = abs(en - e)
+        if step <= 4e-16 * e or (step >= prev_step and step <= 1e-12 * e):
+            return 1.0 - e, sw2 * Dp, OK, it
+        prev_step = step
+        e = en
+    return 1.0 - e, math.nan, C_MAXITER, MAXIT_C
+
+
+@nb.njit(cache=True)
+def _neg_inv_log(x):
+    """Depth scale -1/log(x) for a slope x >= 0 (0 -> 0, 1 -> inf)."""
+    if x == 1.0:
+        return math.inf
+    if x == 0.0:
+        return 0.0
+    return -1.0 / math.log(x)
+
+
+@nb.njit(cache=True)
+def analyze_point(kind, a, b, ufn, cf, kinks, kappa, odd, slope_p, slope_m, sw2, sb2, rho, q0,
+                  depth_const, crit_tol, out):
+    """Every mean-field quantity at one (sw2, sb2); fills ``out`` (length N_OUT)."""
+    for i in range(N_OUT):
+        out[i] = math.nan
+    sw2d = sw2 / rho
+    e_dphi2_inf = 0.5 * (slope_p * slope_p + slope_m * slope_m)
+    q, st, _ = solve_q(kind, a, b, ufn, cf, kinks, kappa, sw2d, sb2, q0, e_dphi2_inf)
+    out[I_Q] = q
+    out[I_STATUS] = st
+    out[I_PHASE] = PHASE_UNDETERMINED
+    if st == NO_FIXED_POINT:
+        # chi_1 in the limit q -> inf, from the asymptotic slopes of phi (if known).
+        chi1 = sw2 * e_dphi2_inf
+        out[I_CHI1] = chi1
+        out[I_CHIG] = sw2d * e_dphi2_inf
+        out[I_XIG] = _neg_inv_log(sw2d * e_dphi2_inf)
+        if math.isfinite(chi1):
+            lc = math.log(chi1) if chi1 > 0.0 else -math.inf
+            out[I_PHASE] = PHASE_ORDERED if lc < -crit_tol else (
+                PHASE_CHAOTIC if lc > crit_tol else PHASE_CRITICAL)
+        return
+    if st != OK:
+        return
+
+    herm = np.zeros(N_HERMITE if cf == CF_NONE else 0)
+    m = moments1(kind, a, b, ufn, cf, kinks, kappa, q, herm)
+    if q > 0.0:
+        vprime = sw2d * m[2] / (2.0 * q)
+    else:
+        p0, dp0 = phi(kind, 0.0, a, b, ufn)
+        vprime = sw2d * dp0 * dp0  # phi(0) = 0 here, so V'(0) = sw2d phi'(0)^2
+    chi1 = sw2 * m[3]
+    chig = sw2d * m[3]
+    out[I_VP] = vprime
+    out[I_CHI1] = chi1
+    out[I_CHIG] = chig
+    out[I_XIQ] = _neg_inv_log(abs(vprime))
+    out[I_XIG] = _neg_inv_log(chig)
+    lc = math.log(chi1) if chi1 > 0.0 else -math.inf
+    if not math.isfinite(chi1):
+        out[I_STATUS] = NONFINITE
+        return
+    phase = PHASE_ORDERED if lc < -crit_tol else (PHASE_CHAOTIC if lc > crit_tol else PHASE_CRITICAL)
+    out[I_PHASE] = phase
+
+    if rho == 1.0 and (chi1 <= 1.0 or q == 0.0):
+        # c = 1 is the stable fixed point (ordered side, or the critical line itself).
+        out[I_C] = 1.0
+        out[I_CHIC] = chi1
+        xic = _neg_inv_log(chi1)
+    else:
+        F = m[1]
+        tail = 0.0
+        tail1 = 0.0
+        if herm.shape[0] > 0:
+            s0 = 0.0
+            s1 = 0.0
+            for n in range(herm.shape[0]):
+                s0 += herm[n] * herm[n]
+                s1 += n * herm[n] * herm[n]
+            tail = max(F - s0, 0.0)
+            tail1 = max(q * m[3] - s1, 0.0)  # sum n a_n^2 = q E[phi'^2]
+        c, chic, stc, _ = solve_c(kind, a, b, ufn, cf, kinks, kappa, odd, sw2, sb2, rho, q, F, herm,
+                                  tail, tail1)
+        out[I_C] = c
+        out[I_CHIC] = chic
+        if stc != OK:
+            out[I_STATUS] = stc
+            return
+        xic = _neg_inv_log(chic)
+    out[I_XIC] = xic
+    out[I_DEPTH] = depth_const * xic
+
+
+@nb.njit(cache=True)
+def analyze_grid_serial(kind, a, b, ufn, cf, kinks, kappa, odd, slope_p, slope_m, sw2, sb2, rho, q0,
+                        depth_const, crit_tol, out):
+    """analyze_point over flat arrays sw2, sb2 (same length); out has shape (n, N_OUT)."""
+    for i in range(sw2.shape[0]):
+        analyze_point(kind, a, b, ufn, cf, kinks, kappa, odd, slope_p, slope_m, sw2[i], sb2[i], rho, q0,
+                      depth_const, crit_tol, out[i])
+
+
+@nb.njit(cache=True, parallel=True)
+def analyze_grid_parallel(kind, a, b, ufn, cf, kinks, kappa, odd, slope_p, slope_m, sw2, sb2, rho, q0,
+                          depth_const, crit_tol, out):
+    """Parallel variant of :func:`analyze_grid_serial`; each iteration writes only its row."""
+    for i in nb.prange(sw2.shape[0]):
+        analyze_point(kind, a, b, ufn, cf, kinks, kappa, odd, slope_p, slope_m, sw2[i], sb2[i], rho, q0,
+                      depth_const, crit_tol, out[i])
+
+
+@nb.njit(cache=True)
+def chi1_of_sw2(kind, a, b, ufn, cf, kinks, kappa, slope_p, slope_m, sw2, sb2, q0):
+    """chi_1 = sw2 E[phi'(sqrt(q*) z)^2] as a function of sw2 (for the critical line)."""
+    e_dphi2_inf = 0.5 * (slope_p * slope_p + slope_m * slope_m)
+    q, st, _ = solve_q(kind, a, b, ufn, cf, kinks, kappa, sw2, sb2, q0, e_dphi2_inf)
+    if st == NO_FIXED_POINT:
+        return sw2 * e_dphi2_inf
+    if st != OK:
+        return math.nan
+    m = moments1(kind, a, b, ufn, cf, kinks, kappa, q, np.empty(0))
+    return sw2 * m[3]

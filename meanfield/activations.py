@@ -1,0 +1,459 @@
+"""Activation functions and their registry.
+
+Every activation is a Numba-compiled scalar function ``f(x, a, b) -> (phi(x), phi'(x))``
+plus the facts the numerical core needs to integrate it exactly:
+
+* ``closed_form``: which family of closed-form Gaussian expectations applies
+  (ReLU family, erf, linear, sin) or none (quadrature).
+* ``kinks``: the points where phi or phi' is not smooth; quadrature splits there,
+  because no rule that straddles a kink converges fast (THEORY.md, "Numerics").
+* ``quad_kappa``: sets the quadrature step, ``h = min(0.5, quad_kappa / sqrt(q))``
+  in the standard-normal variable z.  It is the distance d from the real axis to
+  the nearest singularity of phi (in x) times 2*pi/64, so that the trapezoid
+  error (~exp(-2 pi d / h), times the integrand's size near the pole) stays at
+  rounding level.  Entire functions get a value measured against references
+  (see ``tests/test_quadrature.py``).
+* ``odd``: phi(-x) = -phi(x); lets the 2-D rule use a quarter plane and makes
+  c* = 0 exact when sigma_b^2 = 0.
+* ``slopes``: the limits phi'(+inf), phi'(-inf) for activations that grow
+  linearly, used for chi_1 when the length map has no finite fixed point.
+
+Users add their own with :func:`register_activation`.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from typing import Callable
+
+import numba as nb
+import numpy as np
+
+__all__ = ["Activation", "activations", "get_activation", "register_activation"]
+
+# Closed-form families understood by the expectation kernels (meanfield/_expect.py).
+CF_NONE = 0
+CF_RELU = 1  # phi(x) = x for x > 0, a*x for x <= 0 (relu: a = 0, leaky_relu: a = slope)
+CF_ERF = 2
+CF_LINEAR = 3
+CF_SIN = 4
+
+_SQRT2 = math.sqrt(2.0)
+_INV_SQRT_2PI = 1.0 / math.sqrt(2.0 * math.pi)
+_TWO_OVER_SQRT_PI = 2.0 / math.sqrt(math.pi)
+# SELU constants from Klambauer et al. (2017), "Self-Normalizing Neural Networks".
+SELU_LAMBDA = 1.0507009873554804934193349852946
+SELU_ALPHA = 1.6732632423543772848170429916717
+
+# Step-size constants: 2*pi*d/64 with d the singularity distance of phi in x.  The
+# plain bound exp(-2 pi d / h) would allow /40, but near a pole the integrand is large
+# and the Gaussian weight grows off the real axis; /64 is what holds 1e-15 for
+# q in [1e-2, 3e3] against references with a 4x finer step (tests/test_quadrature.py).
+_KAPPA_DIVISOR = 64.0
+_KAPPA_POLE_HALF_PI = 2.0 * math.pi * (0.5 * math.pi) / _KAPPA_DIVISOR  # tanh: poles at +-i*pi/2
+_KAPPA_POLE_PI = 2.0 * math.pi * math.pi / _KAPPA_DIVISOR  # logistic-based: poles at +-i*pi
+
+
+# --------------------------------------------------------------------------- built-ins
+@nb.njit(cache=True)
+def _tanh(x, a, b):
+    t = math.tanh(x)
+    return t, 1.0 - t * t
+
+
+@nb.njit(cache=True)
+def _relu_family(x, a, b):
+    if x > 0.0:
+        return x, 1.0
+    return a * x, a
+
+
+@nb.njit(cache=True)
+def _elu(x, a, b):
+    # a = alpha, b = output scale (1 for ELU, lambda for SELU)
+    if x > 0.0:
+        return b * x, b
+    e = math.expm1(x)
+    return b * a * e, b * a * (e + 1.0)
+
+
+@nb.njit(cache=True)
+def _gelu(x, a, b):
+    cdf = 0.5 * math.erfc(-x / _SQRT2)
+    return x * cdf, cdf + x * _INV_SQRT_2PI * math.exp(-0.5 * x * x)
+
+
+@nb.njit(cache=True)
+def _sigmoid_scalar(x):
+    # Two branches so that exp never overflows.
+    if x >= 0.0:
+        return 1.0 / (1.0 + math.exp(-x))
+    e = math.exp(x)
+    return e / (1.0 + e)
+
+
+@nb.njit(cache=True)
+def _silu(x, a, b):
+    s = _sigmoid_scalar(x)
+    return x * s, s * (1.0 + x * (1.0 - s))
+
+
+@nb.njit(cache=True)
+def _softplus(x, a, b):
+    return max(x, 0.0) + math.log1p(math.exp(-abs(x))), _sigmoid_scalar(x)
+
+
+@nb.njit(cache=True)
+def _sigmoid(x, a, b):
+    s = _sigmoid_scalar(x)
+    return s, s * (1.0 - s)
+
+
+@nb.njit(cache=True)
+def _erf(x, a, b):
+    return math.erf(x), _TWO_OVER_SQRT_PI * math.exp(-x * x)
+
+
+@nb.njit(cache=True)
+def _sin(x, a, b):
+    return math.sin(x), math.cos(x)
+
+
+@nb.njit(cache=True)
+def _linear(x, a, b):
+    return x, 1.0
+
+
+@nb.njit(cache=True)
+def _hard_tanh(x, a, b):
+    if x >= 1.0:
+        return 1.0, 0.0
+    if x <= -1.0:
+        return -1.0, 0.0
+    return x, 1.0
+
+
+# Kind codes: the Numba kernels dispatch on an integer (inlined, and cacheable across
+# processes, which a dispatcher passed as an argument is not: Numba keys its cache on the
+# dispatcher's address).  Custom activations come in as a typed first-class function.
+K_TANH, K_RELU, K_ELU, K_GELU, K_SILU, K_SOFTPLUS, K_SIGMOID, K_ERF, K_SIN, K_LINEAR, \
+    K_HARD_TANH = range(11)
+K_CUSTOM = 99
+
+PHI_SIGNATURE = nb.types.UniTuple(nb.types.float64, 2)(nb.types.float64, nb.types.float64,
+                                                       nb.types.float64)
+
+
+@nb.cfunc(PHI_SIGNATURE, cache=True)
+def _no_custom(x, a, b):
+    # Placeholder first-class function handed to the kernels for built-in activations.
+    return math.nan, math.nan
+
+
+@nb.njit(cache=True, inline="always")
+def phi(kind, x, a, b, ufn):
+    """(phi(x), phi'(x)) for activation ``kind`` with parameters (a, b)."""
+    if kind == K_TANH:
+        return _tanh(x, a, b)
+    if kind == K_RELU:
+        return _relu_family(x, a, b)
+    if kind == K_ELU:
+        return _elu(x, a, b)
+    if kind == K_GELU:
+        return _gelu(x, a, b)
+    if kind == K_SILU:
+        return _silu(x, a, b)
+    if kind == K_SOFTPLUS:
+        return _softplus(x, a, b)
+    if kind == K_SIGMOID:
+        return _sigmoid(x, a, b)
+    if kind == K_ERF:
+        return _erf(x, a, b)
+    if kind == K_SIN:
+        return _sin(x, a, b)
+    if kind == K_LINEAR:
+        return _linear(x, a, b)
+    if kind == K_HARD_TANH:
+        return _hard_tanh(x, a, b)
+    return ufn(x, a, b)
+
+
+@nb.njit(cache=True)
+def _evaluate(kind, a, b, ufn, x, which):
+    out = np.empty_like(x)
+    for i in range(x.size):
+        out.flat[i] = phi(kind, x.flat[i], a, b, ufn)[which]
+    return out
+
+
+# --------------------------------------------------------------------------- registry
+@dataclass(frozen=True)
+class Activation:
+    """An activation function with what the Gaussian-expectation core needs.
+
+    Attributes
+    ----------
+    name : str
+        Registry name, e.g. ``"tanh"``.
+    kind : int
+        Kernel dispatch code (``K_*``); ``K_CUSTOM`` for registered activations.
+    params : tuple of float
+        ``(a, b)``, the parameters passed to ``fn`` (slope, alpha, scale...).
+    param_names : tuple of str
+        Names of the user-facing parameters, in the order of ``params``.
+    closed_form : int
+        One of the ``CF_*`` codes; ``CF_NONE`` means quadrature.
+    kinks : tuple of float
+        Points in x where phi or phi' is not smooth.
+    quad_kappa : float
+        Quadrature step constant (see module docstring).
+    odd : bool
+        Whether phi is odd.
+    slopes : tuple of float
+        ``(phi'(+inf), phi'(-inf))`` for linearly growing phi; NaN when unknown or bounded.
+    formula : str
+        Human-readable definition.
+    ufn : numba cfunc
+        ``ufn(x, a, b) -> (phi(x), phi'(x))`` for custom activations.
+    """
+
+    name: str
+    kind: int
+    params: tuple = (0.0, 0.0)
+    param_names: tuple = ()
+    closed_form: int = CF_NONE
+    kinks: tuple = ()
+    quad_kappa: float = _KAPPA_POLE_HALF_PI
+    odd: bool = False
+    slopes: tuple = (math.nan, math.nan)
+    formula: str = ""
+    ufn: Callable = field(default=_no_custom, repr=False, compare=False)
+
+    @property
+    def parameters(self) -> dict:
+        """User-facing parameters as a dict, e.g. ``{"slope": 0.01}``."""
+        return {k: float(v) for k, v in zip(self.param_names, self.params)}
+
+    def __call__(self, x):
+        """Evaluate phi on an array (convenience; not used by the solvers)."""
+        x = np.ascontiguousarray(x, dtype=np.float64)
+        return _evaluate(self.kind, float(self.params[0]), float(self.params[1]), self.ufn, x, 0)
+
+    def derivative(self, x):
+        """Evaluate phi' on an array."""
+        x = np.ascontiguousarray(x, dtype=np.float64)
+        return _evaluate(self.kind, float(self.params[0]), float(self.params[1]), self.ufn, x, 1)
+
+
+def _make_builtins():
+    """Factories for the built-in activations; each takes its parameters as keywords."""
+    nan2 = (math.nan, math.nan)
+
+    def tanh():
+        return Activation("tanh", K_TANH, odd=True, formula="tanh(x)")
+
+    def relu():
+        return Activation("relu", K_RELU, (0.0, 0.0), closed_form=CF_RELU, kinks=(0.0,),
+                          slopes=(1.0, 0.0), formula="max(x, 0)")
+
+    def leaky_relu(slope=0.01):
+        slope = _check_param("slope", slope)
+        return Activation("leaky_relu", K_RELU, (slope, 0.0), ("slope",), CF_RELU, (0.0,),
+                          slopes=(1.0, slope), formula=f"x if x > 0 else {slope:g}*x")
+
+    def elu(alpha=1.0):
+        alpha = _check_param("alpha", alpha, positive=True)
+        return Activation("elu", K_ELU, (alpha, 1.0), ("alpha",), CF_NONE, (0.0,),
+                          quad_kappa=0.5, slopes=(1.0, 0.0),
+                          formula=f"x if x > 0 else {alpha:g}*(exp(x) - 1)")
+
+    def selu():
+        return Activation("selu", K_ELU, (SELU_ALPHA, SELU_LAMBDA), (), CF_NONE, (0.0,),
+                          quad_kappa=0.5, slopes=(SELU_LAMBDA, 0.0),
+                          formula="lambda*x if x > 0 else lambda*alpha*(exp(x) - 1)")
+
+    def gelu():
+        return Activation("gelu", K_GELU, quad_kappa=0.35, slopes=(1.0, 0.0),
+                          formula="x * Phi(x)  (exact, erf form)")
+
+    def silu():
+        return Activation("silu", K_SILU, quad_kappa=_KAPPA_POLE_PI, slopes=(1.0, 0.0),
+                          formula="x * sigmoid(x)  (swish)")
+
+    def softplus():
+        return Activation("softplus", K_SOFTPLUS, quad_kappa=_KAPPA_POLE_PI, slopes=(1.0, 0.0),
+                          formula="log(1 + exp(x))")
+
+    def sigmoid():
+        return Activation("sigmoid", K_SIGMOID, quad_kappa=_KAPPA_POLE_PI, slopes=nan2,
+                          formula="1 / (1 + exp(-x))")
+
+    def erf():
+        return Activation("erf", K_ERF, closed_form=CF_ERF, quad_kappa=0.35, odd=True,
+                          formula="erf(x)")
+
+    def sin():
+        return Activation("sin", K_SIN, closed_form=CF_SIN, quad_kappa=0.35, odd=True,
+                          formula="sin(x)")
+
+    def linear():
+        return Activation("linear", K_LINEAR, closed_form=CF_LINEAR, odd=True, slopes=(1.0, 1.0),
+                          formula="x")
+
+    def hard_tanh():
+        return Activation("hard_tanh", K_HARD_TANH, kinks=(-1.0, 1.0), quad_kappa=0.5, odd=True,
+                          formula="clip(x, -1, 1)")
+
+    return {f.__name__: f for f in (tanh, relu, leaky_relu, elu, selu, gelu, silu, softplus,
+                                     sigmoid, erf, sin, linear, hard_tanh)}
+
+
+def _check_param(name, value, positive=False):
+    try:
+        v = float(value)
+    except (TypeError, ValueError):
+        raise ValueError(f"activation parameter {name!r} must be a number, got {value!r}") from None
+    if not math.isfinite(v) or (positive and v <= 0.0):
+        need = "a positive finite number" if positive else "finite"
+        raise ValueError(f"activation parameter {name!r} must be {need}, got {value!r}")
+    return v
+
+
+_BUILTINS = _make_builtins()
+_CUSTOM: dict[str, Activation] = {}
+
+
+def activations() -> list[str]:
+    """Names of the available activations (built-in first, then registered ones)."""
+    return list(_BUILTINS) + [n for n in _CUSTOM if n not in _BUILTINS]
+
+
+def get_activation(activation, **params) -> Activation:
+    """Resolve a name (or an :class:`Activation`) to an :class:`Activation`.
+
+    Parameters
+    ----------
+    activation : str or Activation
+        A name from :func:`activations`, or an Activation (returned unchanged).
+    **params
+        Activation parameters, e.g. ``slope=0.2`` for ``leaky_relu`` or ``alpha`` for ``elu``.
+
+    Raises
+    ------
+    ValueError
+        Unknown name (the message lists the valid ones) or unknown/invalid parameter.
+    """
+    if isinstance(activation, Activation):
+        if params:
+            raise ValueError("activation: parameters can only be given with an activation name")
+        return activation
+    if not isinstance(activation, str):
+        raise ValueError(f"activation must be a name or an Activation, got {type(activation).__name__}")
+    name = activation.strip().lower().replace("-", "_")
+    if name in _CUSTOM:
+        if params:
+            raise ValueError(f"activation {name!r} takes no parameters")
+        return _CUSTOM[name]
+    if name not in _BUILTINS:
+        raise ValueError(f"unknown activation {activation!r}; choose one of: {', '.join(activations())}")
+    factory = _BUILTINS[name]
+    try:
+        return factory(**params)
+    except TypeError:
+        import inspect
+
+        allowed = list(inspect.signature(factory).parameters) or ["none"]
+        bad = ", ".join(sorted(set(params) - set(allowed)))
+        raise ValueError(f"activation {name!r}: unknown parameter(s) {bad}; it takes: "
+                         f"{', '.join(allowed)}") from None
+
+
+def register_activation(name, phi, dphi=None, *, kinks=(), odd=False, singularity_distance=None,
+                        slopes=(math.nan, math.nan), overwrite=False) -> Activation:
+    """Register a custom activation from a Python (Numba-compilable) function.
+
+    Parameters
+    ----------
+    name : str
+        Registry name (letters, digits, underscores).
+    phi : callable
+        ``phi(x) -> float``.  It is compiled with ``numba.njit``; it must use only
+        operations Numba supports (``math``, ``numpy`` scalar functions).
+    dphi : callable, optional
+        ``phi'(x)``.  When omitted it is computed by the complex-step derivative
+        ``Im phi(x + i h) / h`` with h = 1e-30, which is exact to rounding (no
+        subtractive cancellation), so a missing derivative costs no accuracy.  This
+        needs ``phi`` to accept complex arguments (Numba compiles it for complex128);
+        a ``phi`` with branches on ``x`` (``max``, ``if x > 0``) cannot, and then
+        ``dphi`` is required.
+    kinks : sequence of float
+        Points where phi or phi' is not smooth (e.g. ``(0.0,)`` for a ReLU-like
+        function).  Quadrature splits its panels there.
+    odd : bool
+        Declare phi odd (used for the exact c* = 0 at sigma_b^2 = 0).
+    singularity_distance : float, optional
+        Distance from the real axis to the nearest complex singularity of phi
+        (pi/2 for tanh).  Sets the quadrature step; default pi/2, which is
+        conservative for most activations.
+    slopes : (float, float)
+        ``phi'(+inf), phi'(-inf)`` if phi grows linearly (used for chi_1 when the
+        length map has no finite fixed point).
+    overwrite : bool
+        Replace an existing registration of the same name.
+
+    Returns
+    -------
+    Activation
+    """
+    if not isinstance(name, str) or not name.isidentifier():
+        raise ValueError(f"name must be an identifier-like string, got {name!r}")
+    key = name.lower()
+    if key in _BUILTINS:
+        raise ValueError(f"name {name!r} is a built-in activation")
+    if key in _CUSTOM and not overwrite:
+        raise ValueError(f"activation {name!r} is already registered (pass overwrite=True)")
+    if not callable(phi):
+        raise ValueError("phi must be callable")
+    kinks = tuple(sorted(_check_param("kinks", k) for k in kinks))
+    d = math.pi / 2 if singularity_distance is None else _check_param(
+        "singularity_distance", singularity_distance, positive=True)
+    phi_j = phi if isinstance(phi, nb.core.dispatcher.Dispatcher) else nb.njit(phi)
+
+    if dphi is not None:
+        if not callable(dphi):
+            raise ValueError("dphi must be callable")
+        dphi_j = dphi if isinstance(dphi, nb.core.dispatcher.Dispatcher) else nb.njit(dphi)
+
+        def both(x, a, b):
+            return phi_j(x), dphi_j(x)
+    else:
+        try:
+            phi_j(complex(0.3, 1e-30))
+        except Exception as exc:  # numba raises several error types; all mean "not complex-safe"
+            raise ValueError(
+                f"activation {name!r}: no dphi given and phi cannot be evaluated at complex "
+                f"arguments for the complex-step derivative ({type(exc).__name__}); pass dphi="
+            ) from None
+
+        def both(x, a, b):
+            return phi_j(x), phi_j(complex(x, 1e-30)).imag * 1e30
+
+    try:
+        ufn = nb.cfunc(PHI_SIGNATURE)(both)
+        v, dv = ufn(0.5, 0.0, 0.0)
+    except Exception as exc:
+        raise ValueError(f"activation {name!r}: phi does not compile with numba "
+                         f"({type(exc).__name__})") from None
+    if not (math.isfinite(v) and math.isfinite(dv)):
+        raise ValueError(f"activation {name!r}: phi(0.5) or phi'(0.5) is not finite")
+    act = Activation(key, K_CUSTOM, kinks=kinks, quad_kappa=2.0 * math.pi * d / _KAPPA_DIVISOR,
+                     odd=bool(odd), slopes=(float(slopes[0]), float(slopes[1])),
+                     formula=f"custom: {name}", ufn=ufn)
+    _CUSTOM[key] = act
+    return act
+
+
+def unregister_activation(name) -> None:
+    """Remove a custom activation (no error if it is not registered)."""
+    _CUSTOM.pop(str(name).lower(), None)
