@@ -12,6 +12,9 @@ from .activations import Activation, activations, get_activation, register_activ
 
 # One point, grids, critical line, advice
 from .api import Result, analyze, critical_line, critical_sw2, fixed_points, phase_diagram
+from .recommend import Recommendation, recommend
+
+from . import plot  # noqa: E402  (figures: meanfield.plot.phase_diagram)
 
 
 __all__ = [
@@ -27,6 +30,8 @@ __all__ = [
     "critical_sw2",
     "critical_line",
     "fixed_points",
+    "Recommendation",
+    "recommend",
 
 
 ]

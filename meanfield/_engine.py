@@ -13,6 +13,8 @@ import numpy as np
 from . import _solvers as S
 from .activations import Activation
 
+PARALLEL_CHUNK = 32  # points per dynamically scheduled parallel work item
+
 # Quantities returned per point, in the order of the solver's output vector.
 FIELDS = {
     "q_star": S.I_Q,
@@ -46,9 +48,23 @@ def compute_points(act: Activation, sw2, sb2, *, rho=1.0, q0=1.0, depth_constant
     flat_w = sw2.reshape(-1)
     flat_b = sb2.reshape(-1)
     out = np.empty((flat_w.size, S.N_OUT))
-    kernel = S.analyze_grid_parallel if parallel else S.analyze_grid_serial
-    kernel(*solver_args(act), float(act.slopes[0]), float(act.slopes[1]),
-           flat_w, flat_b, float(rho), float(q0), float(depth_constant), float(critical_tol), out)
+    if parallel:
+        # Cost per point varies tenfold between phases, and phases come in contiguous
+        # blocks: hand out small chunks dynamically instead of one static block per thread.
+        import numba
+
+        previous = numba.get_parallel_chunksize()
+        numba.set_parallel_chunksize(PARALLEL_CHUNK)
+        try:
+            S.analyze_grid_parallel(*solver_args(act), float(act.slopes[0]), float(act.slopes[1]),
+                                    flat_w, flat_b, float(rho), float(q0), float(depth_constant),
+                                    float(critical_tol), out)
+        finally:
+            numba.set_parallel_chunksize(previous)
+    else:
+        S.analyze_grid_serial(*solver_args(act), float(act.slopes[0]), float(act.slopes[1]),
+                              flat_w, flat_b, float(rho), float(q0), float(depth_constant),
+                              float(critical_tol), out)
     res = {name: out[:, i].reshape(shape).copy() for name, i in FIELDS.items()}
     res["phase"] = out[:, S.I_PHASE].astype(np.int8).reshape(shape)
     res["status"] = out[:, S.I_STATUS].astype(np.int8).reshape(shape)

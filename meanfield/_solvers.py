@@ -42,6 +42,7 @@ NO_FIXED_POINT = 1  # the length map grows past Q_MAX: no finite q* (or q* > Q_M
 Q_MAXITER = 2
 C_MAXITER = 3
 NONFINITE = 4  # phi or its moments produced inf/NaN
+C_UNDEFINED = 5  # dropout with q* = 0 and a kink at 0: the correlation has no limit
 
 Q_MAX = 1e8  # beyond this the length map is declared unbounded (documented in analyze())
 Q_ASYMPTOTIC = 100.0  # q past which a linear-growth phi counts as asymptotically linear
@@ -283,8 +284,11 @@ def analyze_point(kind, a, b, ufn, cf, kinks, kappa, odd, slope_p, slope_m, sw2,
     if st != OK:
         return
 
-    herm = np.zeros(N_HERMITE if cf == CF_NONE else 0)
-    m = moments1(kind, a, b, ufn, cf, kinks, kappa, q, herm)
+    m = moments1(kind, a, b, ufn, cf, kinks, kappa, q, np.empty(0))
+    kink_at_zero = cf == CF_RELU
+    for k in range(kinks.shape[0]):
+        if kinks[k] == 0.0:
+            kink_at_zero = True
     if q > 0.0:
         vprime = sw2d * m[2] / (2.0 * q)
     else:
@@ -309,11 +313,24 @@ def analyze_point(kind, a, b, ufn, cf, kinks, kappa, odd, slope_p, slope_m, sw2,
         out[I_C] = 1.0
         out[I_CHIC] = chi1
         xic = _neg_inv_log(chi1)
+    elif q == 0.0:
+        # Dropout with q* = 0 (sb2 = 0, phi(0) = 0): lengths vanish and c = q_ab / q is a
+        # 0/0 limit.  Linearizing a phi that is smooth at 0 gives c^{l+1} = rho c^l exactly,
+        # so c* = 0 and chi_c = rho; with a kink at 0 there is no such limit to report.
+        if kink_at_zero:
+            out[I_STATUS] = C_UNDEFINED
+            return
+        out[I_C] = 0.0
+        out[I_CHIC] = rho
+        xic = _neg_inv_log(rho)
     else:
         F = m[1]
         tail = 0.0
         tail1 = 0.0
+        # The dual-activation coefficients are needed only here, so ordered points skip them.
+        herm = np.zeros(N_HERMITE if cf == CF_NONE else 0)
         if herm.shape[0] > 0:
+            moments1(kind, a, b, ufn, cf, kinks, kappa, q, herm)
             s0 = 0.0
             s1 = 0.0
             for n in range(herm.shape[0]):

@@ -182,8 +182,8 @@ def phi(kind, x, a, b, ufn):
 @nb.njit(cache=True)
 def _evaluate(kind, a, b, ufn, x, which):
     out = np.empty_like(x)
-    for i in range(x.size):
-        out.flat[i] = phi(kind, x.flat[i], a, b, ufn)[which]
+    for i in range(x.shape[0]):
+        out[i] = phi(kind, x[i], a, b, ufn)[which]
     return out
 
 
@@ -237,13 +237,17 @@ class Activation:
 
     def __call__(self, x):
         """Evaluate phi on an array (convenience; not used by the solvers)."""
-        x = np.ascontiguousarray(x, dtype=np.float64)
-        return _evaluate(self.kind, float(self.params[0]), float(self.params[1]), self.ufn, x, 0)
+        x = np.asarray(x, dtype=np.float64)
+        flat = np.ascontiguousarray(x.reshape(-1))
+        out = _evaluate(self.kind, float(self.params[0]), float(self.params[1]), self.ufn, flat, 0)
+        return out.reshape(x.shape)
 
     def derivative(self, x):
         """Evaluate phi' on an array."""
-        x = np.ascontiguousarray(x, dtype=np.float64)
-        return _evaluate(self.kind, float(self.params[0]), float(self.params[1]), self.ufn, x, 1)
+        x = np.asarray(x, dtype=np.float64)
+        flat = np.ascontiguousarray(x.reshape(-1))
+        out = _evaluate(self.kind, float(self.params[0]), float(self.params[1]), self.ufn, flat, 1)
+        return out.reshape(x.shape)
 
 
 def _make_builtins():

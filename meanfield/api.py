@@ -27,6 +27,7 @@ STATUS_MEANINGS = {
     S.Q_MAXITER: "length_map_iteration_cap",
     S.C_MAXITER: "correlation_map_iteration_cap",
     S.NONFINITE: "non_finite_expectation",
+    S.C_UNDEFINED: "correlation_undefined_at_zero_length",
 }
 STATUS_TEXT = {
     S.OK: "converged",
@@ -35,6 +36,8 @@ STATUS_TEXT = {
     S.Q_MAXITER: "the length-map solver hit its iteration cap",
     S.C_MAXITER: "the correlation-map solver hit its iteration cap",
     S.NONFINITE: "the activation produced a non-finite Gaussian expectation",
+    S.C_UNDEFINED: ("q* = 0 under dropout and phi has a kink at 0: the correlation q_ab/q is 0/0 "
+                    "with no limit, so c*, chi_c and xi_c are undefined"),
 }
 
 DEFAULT_DEPTH_CONSTANT = 6.0  # Schoenholz et al. (2017): networks train when L <~ 6 xi_c
@@ -305,7 +308,16 @@ def critical_sw2(activation, sb2, *, q0=1.0, sw2_max=1e4) -> float:
         return math.nan
     if fhi == 0.0:
         return hi
-    return optimize.brentq(f, lo, hi, xtol=1e-15, rtol=4 * np.finfo(float).eps, maxiter=200)
+    root = optimize.brentq(f, lo, hi, xtol=1e-15, rtol=4 * np.finfo(float).eps, maxiter=200)
+    # With sb2 = 0 and phi(0) = 0 the ordered side has q* = 0 and chi_1 = sw2 phi'(0)^2
+    # exactly, while on the chaotic side chi_1 - 1 is only quadratic in the distance
+    # (tanh: q* ~ (sw2 - 1)/2 cancels the first order), so Brent's bracket cannot shrink
+    # below ~sqrt(eps).  The edge of the q* = 0 branch is exact: use it when it is the root.
+    if sb2 == 0.0 and float(act(0.0)) == 0.0:
+        d0 = float(act.derivative(0.0))
+        if d0 != 0.0 and abs(root * d0 * d0 - 1.0) < 1e-6:
+            return 1.0 / (d0 * d0)
+    return root
 
 
 def critical_line(activation, sb2, *, q0=1.0) -> xr.DataArray:

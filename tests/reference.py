@@ -1,0 +1,113 @@
+"""Independent reference implementations for the tests.
+
+Nothing here imports meanfield's numerics: mpmath (30 digits) for one-dimensional
+Gaussian integrals and fixed points, scipy's adaptive quad (nested) for the two-point
+integrals.  They are slow and simple on purpose.
+"""
+
+from __future__ import annotations
+
+import math
+import warnings
+
+import mpmath as mp
+from scipy import integrate, optimize
+
+mp.mp.dps = 30
+SELU_L = mp.mpf("1.0507009873554804934193349852946")
+SELU_A = mp.mpf("1.6732632423543772848170429916717")
+
+# (phi, phi') as mpmath functions, and the points where they are not smooth.
+MP_ACTS = {
+    "tanh": (mp.tanh, lambda x: 1 / mp.cosh(x) ** 2, []),
+    "gelu": (lambda x: x * mp.ncdf(x), lambda x: mp.ncdf(x) + x * mp.npdf(x), []),
+    "silu": (lambda x: x / (1 + mp.exp(-x)),
+             lambda x: 1 / (1 + mp.exp(-x)) + x * mp.exp(-x) / (1 + mp.exp(-x)) ** 2, []),
+    "softplus": (lambda x: mp.log(1 + mp.exp(x)), lambda x: 1 / (1 + mp.exp(-x)), []),
+    "sigmoid": (lambda x: 1 / (1 + mp.exp(-x)), lambda x: mp.exp(-x) / (1 + mp.exp(-x)) ** 2, []),
+    "erf": (mp.erf, lambda x: 2 / mp.sqrt(mp.pi) * mp.exp(-x * x), []),
+    "sin": (mp.sin, mp.cos, []),
+    "elu": (lambda x: x if x > 0 else mp.expm1(x), lambda x: 1 if x > 0 else mp.exp(x), [0]),
+    "selu": (lambda x: SELU_L * x if x > 0 else SELU_L * SELU_A * mp.expm1(x),
+             lambda x: SELU_L if x > 0 else SELU_L * SELU_A * mp.exp(x), [0]),
+    "hard_tanh": (lambda x: max(min(x, 1), -1), lambda x: 1 if abs(x) < 1 else 0, [-1, 1]),
+    "relu": (lambda x: max(x, 0), lambda x: 1 if x > 0 else 0, [0]),
+}
+
+
+def gauss1(f, q, kinks=()):
+    """E[f(sqrt(q) z)] to ~25 digits, split at the kinks."""
+    sq = mp.sqrt(q)
+    pts = sorted({mp.mpf(k) / sq for k in kinks} | {-8, -4, -2, -1, 0, 1, 2, 4, 8})
+    return mp.quad(lambda z: f(sq * z) * mp.npdf(z), [-mp.inf] + pts + [mp.inf])
+
+
+def q_star(name, sw2, sb2, q0=1.0, rho=1.0):
+    """Fixed point of V(q) = sw2/rho E phi^2 + sb2 by bracketing from q0 (bisection + secant)."""
+    f, _, kinks = MP_ACTS[name]
+    g = lambda q: sw2 / rho * gauss1(lambda x: f(x) ** 2, q, kinks) + sb2 - q  # noqa: E731
+    q0 = mp.mpf(q0)
+    g0 = g(q0)
+    if g0 > 0:
+        lo, hi = q0, q0 * 2
+        while g(hi) > 0:
+            lo, hi = hi, hi * 2
+    else:
+        lo, hi = q0 / 2, q0
+        while g(lo) < 0:
+            lo, hi = lo / 2, lo
+    return mp.findroot(g, (lo, hi), solver="anderson", tol=mp.mpf(10) ** -26)
+
+
+def one_point(name, sw2, sb2, rho=1.0):
+    """q*, chi_1, V'(q*) at 30 digits."""
+    f, df, kinks = MP_ACTS[name]
+    q = q_star(name, sw2, sb2, rho=rho)
+    chi1 = sw2 * gauss1(lambda x: df(x) ** 2, q, kinks)
+    # V'(q) = sw2/rho E[phi'^2 + phi phi''] written with the density derivative (independent
+    # of the library's formula only in the sense that mpmath differentiates V numerically).
+    vprime = mp.diff(lambda t: sw2 / rho * gauss1(lambda x: f(x) ** 2, t, kinks) + sb2, q)
+    return float(q), float(chi1), float(vprime)
+
+
+def two_point(name, q, c):
+    """(E[phi(u1) phi(u2)], E[phi'(u1) phi'(u2)]) at variance q, correlation c (nested scipy quad)."""
+    f, df, kinks = MP_ACTS[name]
+    ff = lambda x: float(f(mp.mpf(x)))  # noqa: E731
+    dff = lambda x: float(df(mp.mpf(x)))  # noqa: E731
+    sq = math.sqrt(q)
+    s = math.sqrt(max(1 - c * c, 0.0))
+    pdf = lambda z: math.exp(-0.5 * z * z) / math.sqrt(2 * math.pi)  # noqa: E731
+    pts1 = sorted(k / sq for k in kinks) or None
+
+    def outer(g):
+        def inner(z1):
+            m = c * z1
+            pts2 = sorted(t for t in ((k / sq - m) / s for k in kinks if s > 0) if -12 < t < 12) or None
+            val, _ = integrate.quad(lambda z2: g(sq * (m + s * z2)) * pdf(z2), -12, 12,
+                                    points=pts2, epsabs=1e-15, epsrel=1e-13, limit=400)
+            return val
+
+        return inner
+
+    res = []
+    # quad warns when it reaches rounding level before its (deliberately tight) tolerance.
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", integrate.IntegrationWarning)
+        for g in (ff, dff):
+            res.append(_nested(g, outer, sq, pts1, pdf))
+    return res[0], res[1]
+
+
+def _nested(g, outer, sq, pts1, pdf):
+    inner = outer(g)
+    val, _ = integrate.quad(lambda z1: g(sq * z1) * inner(z1) * pdf(z1), -12, 12, points=pts1,
+                            epsabs=1e-15, epsrel=1e-13, limit=400)
+    return val
+
+
+def c_star(name, sw2, sb2, q, rho=1.0):
+    """Stable c* < 1 of C(c) = [sw2 E phi phi + sb2] / q by Brent on [0, 0.99] (nested quad loses the kinks closer to c = 1)."""
+    h = lambda c: (sw2 * two_point(name, q, c)[0] + sb2) / q - c  # noqa: E731
+    c = optimize.brentq(h, 0.0, 0.99, xtol=1e-14, rtol=1e-14)
+    return c, sw2 * two_point(name, q, c)[1]

@@ -1,0 +1,390 @@
+"""Mean-field core: closed forms, independent high-precision references, invariants."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+import xarray as xr
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+import meanfield as mf
+
+from . import reference as ref
+
+# --------------------------------------------------------------------------- closed forms
+
+
+@pytest.mark.parametrize("sw2,sb2", [(0.5, 0.1), (1.0, 0.3), (1.9, 0.05), (1.5, 0.0)])
+def test_relu_closed_form(sw2, sb2):
+    r = mf.analyze("relu", sw2, sb2)
+    assert r.q_star == pytest.approx(sb2 / (1 - sw2 / 2), rel=1e-15, abs=0)
+    assert r.chi1 == pytest.approx(sw2 / 2, rel=1e-15)
+    assert r.phase == "ordered" and r.c_star == 1.0
+    assert r.xi_c == pytest.approx(-1 / math.log(sw2 / 2), rel=1e-14)
+    assert r.max_depth == pytest.approx(6 * r.xi_c, rel=1e-15)
+    assert r.converged
+
+
+def test_relu_critical_point_and_unbounded_length():
+    crit = mf.analyze("relu", 2.0, 0.0)
+    assert crit.phase == "critical" and crit.chi1 == 1.0 and math.isinf(crit.xi_c)
+    assert mf.critical_sw2("relu", 0.0) == 2.0
+    r = mf.analyze("relu", 2.5, 0.1)
+    assert math.isinf(r.q_star) and not r.converged and math.isnan(r.xi_c)
+    assert "no finite fixed point" in r.status
+    assert r.chi1 == pytest.approx(1.25) and r.phase == "chaotic"
+
+
+def test_leaky_relu_closed_form():
+    a = 0.2
+    act = mf.get_activation("leaky_relu", slope=a)
+    r = mf.analyze(act, 1.2, 0.3)
+    slope = 1.2 * (1 + a * a) / 2
+    assert r.q_star == pytest.approx(0.3 / (1 - slope), rel=1e-15)
+    assert r.chi1 == pytest.approx(slope, rel=1e-15)
+
+
+@pytest.mark.parametrize("sw2,sb2", [(0.3, 0.2), (0.9, 1.0)])
+def test_linear_closed_form(sw2, sb2):
+    r = mf.analyze("linear", sw2, sb2)
+    assert r.q_star == pytest.approx(sb2 / (1 - sw2), rel=1e-15)
+    assert r.chi1 == pytest.approx(sw2, rel=1e-15)
+    assert r.xi_q == pytest.approx(-1 / math.log(sw2), rel=1e-14)
+
+
+def _erf_reference(sw2, sb2):
+    """q*, c*, chi_1, chi_c for erf from its arcsine kernel, solved with mpmath."""
+    mp = ref.mp
+    sw2, sb2 = mp.mpf(sw2), mp.mpf(sb2)
+    V = lambda q: sw2 * 2 / mp.pi * mp.asin(2 * q / (1 + 2 * q)) + sb2  # noqa: E731
+    q = mp.findroot(lambda q: V(q) - q, ref.q_star("erf", float(sw2), float(sb2)), verify=False)
+    assert abs(V(q) - q) < mp.mpf(10) ** -25
+    chi1 = sw2 * 4 / mp.pi / mp.sqrt(1 + 4 * q)
+    C = lambda c: (sw2 * 2 / mp.pi * mp.asin(2 * q * c / (1 + 2 * q)) + sb2) / q  # noqa: E731
+    if chi1 <= 1:
+        return float(q), 1.0, float(chi1), float(chi1)
+    # erf is odd: without bias C(0) = 0 and c* = 0.  Otherwise bisect in eps = 1 - c,
+    # where h(eps) = 1 - C(1 - eps) - eps is > 0 near 0 and < 0 at eps = 1.
+    if sb2 == 0:
+        c = mp.mpf(0)
+    else:
+        h = lambda e: 1 - C(1 - e) - e  # noqa: E731
+        lo, hi = mp.mpf(10) ** -15, mp.mpf(1)
+        for _ in range(200):
+            mid = (lo + hi) / 2
+            lo, hi = (mid, hi) if h(mid) > 0 else (lo, mid)
+        c = 1 - (lo + hi) / 2
+    assert abs(C(c) - c) < mp.mpf(10) ** -25
+    chic = sw2 * 4 / mp.pi / mp.sqrt((1 + 2 * q) ** 2 - 4 * q * q * c * c)
+    return float(q), float(c), float(chi1), float(chic)
+
+
+@pytest.mark.parametrize("sw2,sb2", [(0.8, 0.2), (1.5, 0.05), (3.0, 0.3), (1.2, 0.0)])
+def test_erf_closed_form(sw2, sb2):
+    q, c, chi1, chic = _erf_reference(sw2, sb2)
+    r = mf.analyze("erf", sw2, sb2)
+    assert r.q_star == pytest.approx(q, rel=1e-12)
+    assert r.c_star == pytest.approx(c, rel=1e-12, abs=1e-15)
+    assert r.chi1 == pytest.approx(chi1, rel=1e-12)
+    assert r.chi_c == pytest.approx(chic, rel=1e-12)
+    assert r.xi_c == pytest.approx(-1 / math.log(chic), rel=1e-11)
+
+
+def test_erf_near_critical_keeps_one_minus_c():
+    """Just inside the chaotic phase c* -> 1: 1 - c* must keep its relative digits."""
+    sw2c = mf.critical_sw2("erf", 0.05)
+    sw2 = sw2c * (1 + 1e-6)
+    q, c, chi1, chic = _erf_reference(sw2, 0.05)
+    r = mf.analyze("erf", sw2, 0.05)
+    assert 0 < 1 - c < 1e-4
+    assert (1 - r.c_star) == pytest.approx(1 - c, rel=1e-8)
+    assert r.xi_c == pytest.approx(-1 / math.log(chic), rel=1e-8)
+
+
+# --------------------------------------------------------------------------- quadrature vs mpmath
+
+
+@pytest.mark.parametrize("name", ["tanh", "gelu", "silu", "softplus", "sigmoid", "elu", "selu",
+                                  "hard_tanh"])
+@pytest.mark.parametrize("q", [1e-3, 0.7, 4.0, 30.0, 300.0])
+def test_one_point_moments_against_mpmath(name, q):
+    from meanfield import _engine
+    from meanfield._expect import moments1
+
+    f, df, kinks = ref.MP_ACTS[name]
+    kind, a, b, ufn, cf, kk, kappa, _ = _engine.solver_args(mf.get_activation(name))
+    m = moments1(kind, a, b, ufn, cf, kk, kappa, q, np.empty(0))
+    e_phi2 = float(ref.gauss1(lambda x: f(x) ** 2, q, kinks))
+    e_dphi2 = float(ref.gauss1(lambda x: df(x) ** 2, q, kinks))
+    assert m[1] == pytest.approx(e_phi2, rel=2e-14)
+    assert m[3] == pytest.approx(e_dphi2, rel=2e-14)
+
+
+# Points in the three phases and near the critical line, for smooth activations.
+POINTS = {
+    "tanh": [(1.3, 0.3), (2.5, 0.1), (4.0, 1.5), (2.1, 0.3)],
+    "gelu": [(1.2, 0.1), (1.8, 0.5), (1.6, 0.2)],
+    "silu": [(1.5, 0.2), (1.9, 0.05), (1.99, 0.5)],
+}
+
+
+@pytest.mark.parametrize("name,sw2,sb2", [(n, w, b) for n, pts in POINTS.items() for w, b in pts])
+def test_point_against_high_precision(name, sw2, sb2):
+    q, chi1, vprime = ref.one_point(name, sw2, sb2)
+    r = mf.analyze(name, sw2, sb2)
+    assert r.converged
+    assert r.q_star == pytest.approx(q, rel=1e-10)
+    assert r.chi1 == pytest.approx(chi1, rel=1e-10)
+    assert r.xi_q == pytest.approx(-1 / math.log(abs(vprime)), rel=1e-9)
+    assert r.xi_grad == pytest.approx(-1 / math.log(chi1), rel=1e-9)
+    if chi1 > 1:
+        c, chic = ref.c_star(name, sw2, sb2, q)
+        assert r.c_star == pytest.approx(c, rel=1e-10)
+        assert r.chi_c == pytest.approx(chic, rel=1e-10)
+        assert r.xi_c == pytest.approx(-1 / math.log(chic), rel=1e-9)
+    else:
+        assert r.c_star == 1.0 and r.chi_c == r.chi1
+
+
+@pytest.mark.parametrize("name,sw2,sb2", [("hard_tanh", 1.6, 0.1), ("selu", 1.3, 0.2)])
+def test_kinked_chaotic_point_against_reference(name, sw2, sb2):
+    q, chi1, _ = ref.one_point(name, sw2, sb2)
+    r = mf.analyze(name, sw2, sb2)
+    assert r.phase == "chaotic"
+    assert r.q_star == pytest.approx(q, rel=1e-10)
+    assert r.chi1 == pytest.approx(chi1, rel=1e-10)
+    c, chic = ref.c_star(name, sw2, sb2, q)
+    assert r.c_star == pytest.approx(c, rel=1e-9)
+    assert r.chi_c == pytest.approx(chic, rel=1e-9)
+
+
+# --------------------------------------------------------------------------- known facts, edges
+
+
+def test_tanh_zero_bias_facts():
+    assert mf.critical_sw2("tanh", 0.0) == pytest.approx(1.0, abs=1e-12)
+    ordered = mf.analyze("tanh", 0.8, 0.0)
+    assert ordered.q_star == 0.0 and ordered.chi1 == pytest.approx(0.8, rel=1e-15)
+    chaotic = mf.analyze("tanh", 2.0, 0.0)
+    assert chaotic.c_star == 0.0 and chaotic.phase == "chaotic"
+    crit = mf.analyze("tanh", 1.0, 0.0)
+    assert crit.q_star == 0.0 and crit.phase == "critical" and math.isinf(crit.xi_c)
+
+
+def test_tanh_critical_line_against_reference():
+    sb2 = 0.05
+    got = mf.critical_sw2("tanh", sb2)
+    f = lambda w: ref.one_point("tanh", w, sb2)[1] - 1  # noqa: E731
+    from scipy.optimize import brentq
+
+    want = brentq(f, 1.5, 2.0, xtol=1e-14, rtol=1e-14)
+    assert got == pytest.approx(want, rel=1e-10)
+    r = mf.analyze("tanh", got, sb2)
+    assert r.chi1 == pytest.approx(1.0, abs=1e-12)
+    assert r.max_depth > 1e6  # xi_c diverges on the critical line
+
+
+def test_critical_line_dataarray():
+    da = mf.critical_line("tanh", [0.0, 0.05, 0.5])
+    assert da.dims == ("sb2",) and da.attrs["units"] == "1" and "long_name" in da.attrs
+    assert np.all(np.diff(da.values) > 0)  # the critical sw2 grows with sb2 for tanh
+
+
+def test_dropout_removes_the_critical_line():
+    sw2c = mf.critical_sw2("tanh", 0.05)
+    no_dropout = mf.analyze("tanh", sw2c, 0.05)
+    with_dropout = mf.analyze("tanh", sw2c, 0.05, rho=0.95)
+    assert no_dropout.max_depth > 1e6
+    assert with_dropout.c_star < 1 and with_dropout.chi_c < 1
+    assert math.isfinite(with_dropout.xi_c) and with_dropout.xi_c < 100
+
+
+def test_dropout_at_zero_length():
+    smooth = mf.analyze("tanh", 0.5, 0.0, rho=0.8)
+    assert smooth.q_star == 0.0 and smooth.c_star == 0.0 and smooth.chi_c == 0.8
+    kinked = mf.analyze("relu", 1.0, 0.0, rho=0.8)
+    assert kinked.q_star == 0.0 and math.isnan(kinked.c_star) and not kinked.converged
+    ds = mf.phase_diagram("erf", [0.1, 1.0], [0.0, 0.1], rho=0.9)
+    assert bool(ds.converged.all())
+
+
+def test_dropout_against_reference():
+    sw2, sb2, rho = 1.5, 0.1, 0.9
+    q = float(ref.q_star("tanh", sw2, sb2, rho=rho))
+    c, chic = ref.c_star("tanh", sw2, sb2, q, rho=rho)
+    r = mf.analyze("tanh", sw2, sb2, rho=rho)
+    assert r.q_star == pytest.approx(q, rel=1e-10)
+    assert r.c_star == pytest.approx(c, rel=1e-10)
+    assert r.chi_c == pytest.approx(chic, rel=1e-10)
+
+
+def test_q0_selects_the_fixed_point_and_fixed_points_lists_all():
+    pts = mf.fixed_points("tanh", 0.8, 0.0)
+    assert pts[0]["q"] == 0.0 and pts[0]["stable"]
+    for p in mf.fixed_points("erf", 3.0, 0.3):
+        assert p["q"] >= 0.3 - 1e-12
+    r = mf.analyze("tanh", 1.5, 0.05, q0=0.01)
+    assert r.q_star == pytest.approx(mf.analyze("tanh", 1.5, 0.05).q_star, rel=1e-12)
+
+
+def test_gelu_large_q_near_critical():
+    """Chaotic-phase q* over 100: the step shrinks with sqrt(q), accuracy must hold."""
+    q, chi1, _ = ref.one_point("gelu", 1.99, 1.0)
+    r = mf.analyze("gelu", 1.99, 1.0)
+    assert q > 100
+    assert r.q_star == pytest.approx(q, rel=1e-10)
+    assert r.chi1 == pytest.approx(chi1, rel=1e-10)
+
+
+# --------------------------------------------------------------------------- custom activations
+
+
+def test_custom_activation_complex_step_matches_builtin():
+    import math as m
+
+    def my_tanh(x):
+        return (m.e ** (2 * x) - 1) / (m.e ** (2 * x) + 1) if False else np_tanh(x)
+
+    import numba
+
+    @numba.njit
+    def np_tanh(x):
+        return np.tanh(x)
+
+    act = mf.register_activation("my_tanh", np_tanh, odd=True, overwrite=True)
+    try:
+        a = mf.analyze(act, 2.5, 0.1)
+        b = mf.analyze("tanh", 2.5, 0.1)
+        for k in ("q_star", "c_star", "chi1", "chi_c", "xi_q", "xi_c"):
+            assert getattr(a, k) == pytest.approx(getattr(b, k), rel=1e-12)
+        assert "my_tanh" in mf.activations()
+    finally:
+        mf.unregister_activation("my_tanh")
+
+
+def test_custom_activation_with_kink_needs_derivative():
+    def myrelu(x):
+        return x if x > 0 else 0.0
+
+    with pytest.raises(ValueError, match="dphi"):
+        mf.register_activation("myrelu_nodphi", myrelu)
+    act = mf.register_activation("myrelu", myrelu, lambda x: 1.0 if x > 0 else 0.0, kinks=[0.0],
+                                 slopes=(1.0, 0.0), overwrite=True)
+    try:
+        r = mf.analyze(act, 1.5, 0.2)
+        assert r.q_star == pytest.approx(0.2 / (1 - 0.75), rel=1e-13)
+        assert r.chi1 == pytest.approx(0.75, rel=1e-13)
+    finally:
+        mf.unregister_activation("myrelu")
+
+
+# --------------------------------------------------------------------------- invariants
+
+GRID_ACTS = ["tanh", "erf", "relu", "gelu", "sin"]
+
+
+@settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(name=st.sampled_from(GRID_ACTS), sw2=st.floats(0.05, 4.0), sb2=st.floats(0.0, 2.0))
+def test_invariants(name, sw2, sb2):
+    r = mf.analyze(name, sw2, sb2)
+    if r.converged:
+        assert r.q_star >= sb2 * (1 - 1e-14)
+        assert -1.0 <= r.c_star <= 1.0
+        assert r.xi_c >= 0
+    if math.isnan(r.chi1):
+        assert r.phase == "undetermined" and not r.converged
+        return
+    lc = math.log(r.chi1) if r.chi1 > 0 else -math.inf
+    expected = "ordered" if lc < -1e-3 else ("chaotic" if lc > 1e-3 else "critical")
+    assert r.phase == expected
+    if r.phase == "chaotic" and r.converged:
+        assert r.c_star < 1 and r.chi_c < 1
+
+
+@settings(max_examples=8, deadline=None)
+@given(name=st.sampled_from(["tanh", "erf", "relu"]), cut=st.integers(1, 6), cut2=st.integers(1, 4))
+def test_chunking_does_not_change_a_bit(name, cut, cut2):
+    sw2 = np.linspace(0.5, 4, 7)
+    sb2 = np.linspace(0, 2, 5)
+    full = mf.phase_diagram(name, sw2, sb2)
+    serial = mf.phase_diagram(name, sw2, sb2, parallel=False)
+    xr.testing.assert_identical(full, serial)
+    parts = [mf.phase_diagram(name, w, b, parallel=False)
+             for w in (sw2[:cut], sw2[cut:]) for b in (sb2[:cut2], sb2[cut2:])]
+    joined = xr.combine_by_coords(parts, combine_attrs="override")
+    for v in full.data_vars:
+        np.testing.assert_array_equal(joined[v].values, full[v].values)
+
+
+def test_phase_diagram_dataset_is_self_describing():
+    ds = mf.phase_diagram("tanh", np.linspace(0.5, 4, 6), np.linspace(0, 2, 4))
+    assert ds["q_star"].dims == ("sw2", "sb2")
+    for name in ("q_star", "c_star", "chi1", "chi_c", "xi_q", "xi_c", "xi_grad", "max_depth",
+                 "converged", "sw2", "sb2"):
+        assert "long_name" in ds[name].attrs and "units" in ds[name].attrs
+    assert ds.phase.attrs["flag_meanings"].split() == ["undetermined", "ordered", "critical",
+                                                        "chaotic"]
+    assert list(ds.phase.attrs["flag_values"]) == [-1, 0, 1, 2]
+    assert ds.attrs["activation"] == "tanh" and "meanfield_version" in ds.attrs
+    point = mf.analyze("tanh", float(ds.sw2[3]), float(ds.sb2[2]))
+    assert float(ds.q_star[3, 2]) == point.q_star
+
+
+def test_netcdf_round_trip(tmp_path):
+    ds = mf.phase_diagram("relu", [1.0, 2.5], [0.0, 0.5])
+    ds.to_netcdf(tmp_path / "d.nc")
+    back = xr.load_dataset(tmp_path / "d.nc")
+    xr.testing.assert_identical(back, ds)
+
+
+# --------------------------------------------------------------------------- recommender
+
+
+def test_recommend_tanh():
+    rec = mf.recommend("tanh", 200)
+    assert rec.sb2 == 0.05
+    assert rec.sw2 == pytest.approx(mf.critical_sw2("tanh", 0.05), rel=1e-14)
+    lo, hi = rec.sw2_interval
+    assert lo < rec.sw2 < hi
+    for edge in (lo, hi):
+        assert mf.analyze("tanh", edge, 0.05).max_depth == pytest.approx(200, rel=1e-6)
+    assert mf.analyze("tanh", 0.5 * (lo + rec.sw2), 0.05).max_depth > 200
+    assert rec.weight_std(400) == pytest.approx(math.sqrt(rec.sw2) / 20)
+    assert "fan_in" in str(rec)
+
+
+def test_recommend_relu_is_he_init():
+    rec = mf.recommend("relu", 50)
+    assert (rec.sw2, rec.sb2) == (2.0, 0.0)
+
+
+# --------------------------------------------------------------------------- errors
+
+
+@pytest.mark.parametrize("kwargs,param", [
+    (dict(activation="tanh", sw2=-1.0, sb2=0.1), "sw2"),
+    (dict(activation="tanh", sw2=1.0, sb2=float("nan")), "sb2"),
+    (dict(activation="tanh", sw2=float("inf"), sb2=0.1), "sw2"),
+    (dict(activation="nope", sw2=1.0, sb2=0.1), "activation"),
+])
+def test_analyze_rejects_bad_input(kwargs, param):
+    with pytest.raises(ValueError, match=param):
+        mf.analyze(**kwargs)
+
+
+def test_bad_options_and_grids():
+    with pytest.raises(ValueError, match="rho"):
+        mf.analyze("tanh", 1.0, 0.1, rho=0.0)
+    with pytest.raises(ValueError, match="sw2 is empty"):
+        mf.phase_diagram("tanh", [], [0.1])
+    with pytest.raises(ValueError, match="sb2"):
+        mf.phase_diagram("tanh", [1.0], [[0.1, 0.2]])
+    with pytest.raises(ValueError, match="slope"):
+        mf.get_activation("leaky_relu", slope="x")
+    with pytest.raises(ValueError, match="unknown parameter"):
+        mf.get_activation("tanh", slope=0.1)
+    with pytest.raises(ValueError, match="depth"):
+        mf.recommend("tanh", 0)
