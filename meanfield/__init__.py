@@ -14,6 +14,9 @@ from .activations import Activation, activations, get_activation, register_activ
 from .api import Result, analyze, critical_line, critical_sw2, fixed_points, phase_diagram
 from .recommend import Recommendation, recommend
 
+# Sweeps: chunked, resumable, distributed
+from ._sweep import SweepSpec, load_spec, open_sweep, sweep, sweep_status
+
 from . import plot  # noqa: E402  (figures: meanfield.plot.phase_diagram)
 
 

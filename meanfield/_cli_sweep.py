@@ -1,0 +1,199 @@
+"""Command-line front end of the sweep engine: ``meanfield sweep``, ``info`` and ``export``.
+
+``add_sweep_parsers(subparsers)`` adds the three sub-commands to the main argparse CLI;
+each sets ``func`` to its handler, which returns an exit status.  Bad specs and stores
+raise ValueError with a one-line message, which the main CLI prints and maps to exit 2.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import tempfile
+from pathlib import Path
+
+import numpy as np
+
+from . import _sweep as SW
+from .api import PHASES
+
+
+def _chunks_arg(text: str):
+    """``N`` (both axes), ``N,M`` (sw2, sb2) or ``sw2=N,sb2=M``."""
+    parts = [p.strip() for p in text.split(",") if p.strip()]
+    try:
+        if parts and all("=" in p for p in parts):
+            return {k.strip(): int(v) for k, v in (p.split("=", 1) for p in parts)}
+        vals = [int(p) for p in parts]
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"--chunks: expected N, N,M or sw2=N,sb2=M, got {text!r}")
+    if len(vals) == 1:
+        return vals[0]
+    if len(vals) == 2:
+        return tuple(vals)
+    raise argparse.ArgumentTypeError(f"--chunks: expected N, N,M or sw2=N,sb2=M, got {text!r}")
+
+
+def add_sweep_parsers(subparsers) -> None:
+    """Add ``sweep``, ``info`` and ``export`` to an argparse sub-parser collection."""
+    p = subparsers.add_parser(
+        "sweep", help="run a sweep spec into a zarr store (resumable, dask-parallel)",
+        description="Run the sweep described by SPEC (a TOML file, see sweeps/README.md) into "
+                    "the zarr store STORE, chunk by chunk.  An interrupted run is resumed by "
+                    "running the same command again.")
+    p.add_argument("spec", help="sweep spec (TOML)")
+    p.add_argument("-o", "--output", dest="store", required=True, metavar="STORE",
+                   help="zarr store directory")
+    p.add_argument("--scheduler", metavar="ADDRESS",
+                   help="address of a running dask scheduler (e.g. tcp://host:8786); default: "
+                        "a local cluster of one process per core")
+    p.add_argument("--workers", type=int, default=None, metavar="N",
+                   help="local worker processes when no --scheduler is given (1: run in this "
+                        "process)")
+    mode = p.add_mutually_exclusive_group()
+    mode.add_argument("--resume", dest="resume", action="store_true", default=True,
+                      help="continue an existing store of the same spec (default)")
+    mode.add_argument("--no-resume", dest="resume", action="store_false",
+                      help="refuse to touch an existing store")
+    mode.add_argument("--overwrite", action="store_true",
+                      help="replace an existing sweep store (the only way one is replaced)")
+    p.add_argument("--chunks", type=_chunks_arg, default=None, metavar="N[,M]",
+                   help="chunk lengths along sw2 and sb2 (N, N,M or sw2=N,sb2=M)")
+    p.add_argument("--no-progress", dest="progress", action="store_false",
+                   help="no progress bar")
+    p.set_defaults(func=cmd_sweep)
+
+    p = subparsers.add_parser("info", help="summarize a sweep store",
+                              description="Axes, completion, phases found and the critical line "
+                                          "read off the stored chi_1.")
+    p.add_argument("store", metavar="STORE")
+    p.add_argument("--rows", type=int, default=11, metavar="N",
+                   help="sb2 rows of the critical-line table (default 11)")
+    p.set_defaults(func=cmd_info)
+
+    p = subparsers.add_parser("export", help="export a sweep store to netCDF")
+    p.add_argument("store", metavar="STORE")
+    p.add_argument("-o", "--output", required=True, metavar="FILE.nc")
+    p.add_argument("--partial", action="store_true",
+                   help="export even if some chunks are not computed (their values are fill "
+                        "values)")
+    p.add_argument("--overwrite", action="store_true", help="replace FILE.nc if it exists")
+    p.set_defaults(func=cmd_export)
+
+
+def cmd_sweep(args) -> int:
+    """Handler of ``meanfield sweep``."""
+    client = None
+    if args.scheduler:
+        from dask.distributed import Client
+
+        try:
+            client = Client(args.scheduler, timeout="10s")
+        except OSError as err:
+            raise ValueError(f"cannot connect to dask scheduler {args.scheduler!r}: {err}") from None
+    try:
+        ds = SW.sweep(args.spec, args.store, client=client, chunks=args.chunks,
+                      resume=args.resume, overwrite=args.overwrite, progress=args.progress,
+                      workers=args.workers)
+    finally:
+        if client is not None:
+            client.close()
+    st = SW.sweep_status(args.store)
+    run = st.runs[-1] if st.runs else {}
+    print(f"{args.store}: {st.n_done}/{st.n_chunks} chunks done; this run computed "
+          f"{run.get('chunks_computed', 0)} in {run.get('seconds', 0):.1f} s; "
+          f"dims {dict(ds.sizes)}")
+    return 0
+
+
+def _fmt_axis(ds, name):
+    v = ds[name].values
+    if v.dtype.kind in "fiu":
+        return f"{name:<11s}{v.size:>6d}  {v[0]:g} .. {v[-1]:g}"
+    return f"{name:<11s}{v.size:>6d}  {', '.join(str(x) for x in v)}"
+
+
+def info_text(store, rows=11) -> str:
+    """The summary printed by ``meanfield info``."""
+    st = SW.sweep_status(store)
+    ds = SW.open_sweep(store)
+    out = [f"store      {store}",
+           f"sweep      {ds.attrs.get('sweep_name', '')}  (meanfield {st.meanfield_version})"]
+    if ds.attrs.get("sweep_description"):
+        out.append(f"           {ds.attrs['sweep_description']}")
+    out.append(f"activation {ds.attrs.get('activation', '')}")
+    out.append("axes")
+    for d, c in zip(st.dims, st.chunk_shape):
+        out.append(f"  {_fmt_axis(ds, d)}   (chunks of {c})")
+    opts = " ".join(f"{k}={ds.attrs[k]:g}" for k in ("rho", "q0", "depth_constant", "critical_tol")
+                    if k in ds.attrs)
+    out.append(f"options    {opts}")
+    npts = int(np.prod(st.shape))
+    out.append(f"complete   {st.n_done}/{st.n_chunks} chunks ({100 * st.fraction:.1f}%), "
+               f"{st.points_done}/{npts} points")
+    if st.runs:
+        r = st.runs[-1]
+        out.append(f"runs       {len(st.runs)} recorded; last: {r['outcome']}, computed "
+                   f"{r['chunks_computed']} chunks in {r['seconds']:.1f} s ({r['started']})")
+    if st.n_done == 0:
+        out.append("phases     (no chunk computed yet)")
+        return "\n".join(out)
+
+    mask = st.point_mask()
+    phase = ds["phase"].values
+    lead = [d for d in st.dims if d not in ("sw2", "sb2")]
+    out.append("phases     (computed points)")
+    for idx in np.ndindex(*[ds.sizes[d] for d in lead]):
+        label = ", ".join(f"{d}={ds[d].values[i]}" for d, i in zip(lead, idx))
+        ph, m = phase[idx], mask[idx]
+        counts = {PHASES[k]: int(np.sum((ph == k) & m)) for k in sorted(PHASES)}
+        total = int(m.sum())
+        found = "  ".join(f"{name} {n} ({100 * n / total:.1f}%)" for name, n in counts.items() if n)
+        out.append(f"  {label + ': ' if label else ''}{found}")
+
+    line = SW.critical_line_from_data(ds, mask=mask)
+    out.append("critical line (chi_1 = 1: first crossing along sw2, linear in log chi_1)")
+    sb2 = ds["sb2"].values
+    pick = np.unique(np.linspace(0, sb2.size - 1, max(1, min(rows, sb2.size))).round().astype(int))
+    for idx in np.ndindex(*[ds.sizes[d] for d in lead]):
+        label = ", ".join(f"{d}={ds[d].values[i]}" for d, i in zip(lead, idx))
+        vals = line.values[idx]
+        n_found = int(np.isfinite(vals).sum())
+        out.append(f"  {label + ': ' if label else ''}found for {n_found}/{sb2.size} sb2 values")
+        out.append(f"    {'sb2':>10s}  {'sw2_critical':>12s}")
+        for j in pick:
+            out.append(f"    {sb2[j]:>10.4g}  {vals[j]:>12.6g}")
+    return "\n".join(out)
+
+
+def cmd_info(args) -> int:
+    """Handler of ``meanfield info``."""
+    print(info_text(args.store, rows=args.rows))
+    return 0
+
+
+def cmd_export(args) -> int:
+    """Handler of ``meanfield export``: the store as one netCDF file."""
+    st = SW.sweep_status(args.store)
+    if not st.complete and not args.partial:
+        raise ValueError(f"store {args.store!r} is {100 * st.fraction:.1f}% complete; finish it "
+                         f"with `meanfield sweep` or pass --partial")
+    out = Path(args.output)
+    if out.exists() and not args.overwrite:
+        raise ValueError(f"{str(out)!r} exists; pass --overwrite to replace it")
+    ds = SW.open_sweep(args.store)
+    if not st.complete:
+        ds.attrs["sweep_completion_fraction"] = st.fraction
+    # Write next to the target and rename, so a failed export never leaves a truncated file
+    # under the requested name.
+    fd, tmp = tempfile.mkstemp(prefix=f".{out.name}.", suffix=".tmp", dir=out.parent or ".")
+    os.close(fd)
+    try:
+        ds.to_netcdf(tmp)
+        os.replace(tmp, out)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    print(f"{out}: {', '.join(f'{k}={v}' for k, v in ds.sizes.items())}, "
+          f"{len(ds.data_vars)} variables")
+    return 0
