@@ -11,7 +11,7 @@ from __future__ import annotations
 import numpy as np
 
 from . import _solvers as S
-from .activations import Activation
+from .activations import CF_LINEAR, CF_RELU, Activation
 
 PARALLEL_CHUNK = 32  # points per dynamically scheduled parallel work item
 
@@ -35,6 +35,32 @@ def solver_args(act: Activation):
             bool(act.odd))
 
 
+# The length-map table: E[phi^2] at q = 10^(k/64), k = -640..256 (1e-10 .. 1e4).  64 nodes
+# per decade make the cubic-Hermite guess good to ~1e-9, so exact Newton converges in about
+# two steps; q0 = 1 is a node.  Above 1e4 the quadrature cost grows like sqrt(q), and the
+# solver simply continues by expansion from the last node.
+TABLE_NODES_PER_DECADE = 64
+TABLE_LOG10_RANGE = (-10, 4)
+_TABLES: dict = {}
+
+
+def q_table(act: Activation):
+    """(tq, tF, tS) for the activation, built once per process (deterministically)."""
+    if act.closed_form in (CF_RELU, CF_LINEAR):
+        empty = np.empty(0)
+        return empty, empty, empty
+    key = (act.kind, act.params, act.kinks, act.quad_kappa, act.closed_form, id(act.ufn))
+    table = _TABLES.get(key)
+    if table is None:
+        k = np.arange(TABLE_LOG10_RANGE[0] * TABLE_NODES_PER_DECADE,
+                      TABLE_LOG10_RANGE[1] * TABLE_NODES_PER_DECADE + 1)
+        tq = np.power(10.0, k / TABLE_NODES_PER_DECADE)
+        tF, tS = S.build_q_table(*solver_args(act), tq)
+        table = (tq, tF, tS)
+        _TABLES[key] = table
+    return table
+
+
 def compute_points(act: Activation, sw2, sb2, *, rho=1.0, q0=1.0, depth_constant=6.0,
                    critical_tol=1e-3, parallel=True) -> dict:
     """Evaluate every quantity at the points (sw2[i], sb2[i]) (arrays of one shape).
@@ -56,13 +82,15 @@ def compute_points(act: Activation, sw2, sb2, *, rho=1.0, q0=1.0, depth_constant
         previous = numba.get_parallel_chunksize()
         numba.set_parallel_chunksize(PARALLEL_CHUNK)
         try:
-            S.analyze_grid_parallel(*solver_args(act), float(act.slopes[0]), float(act.slopes[1]),
+            S.analyze_grid_parallel(*solver_args(act), *q_table(act), float(act.slopes[0]),
+                                    float(act.slopes[1]),
                                     flat_w, flat_b, float(rho), float(q0), float(depth_constant),
                                     float(critical_tol), out)
         finally:
             numba.set_parallel_chunksize(previous)
     else:
-        S.analyze_grid_serial(*solver_args(act), float(act.slopes[0]), float(act.slopes[1]),
+        S.analyze_grid_serial(*solver_args(act), *q_table(act), float(act.slopes[0]),
+                              float(act.slopes[1]),
                               flat_w, flat_b, float(rho), float(q0), float(depth_constant),
                               float(critical_tol), out)
     res = {name: out[:, i].reshape(shape).copy() for name, i in FIELDS.items()}
@@ -73,6 +101,6 @@ def compute_points(act: Activation, sw2, sb2, *, rho=1.0, q0=1.0, depth_constant
 
 def chi1(act: Activation, sw2, sb2, q0=1.0) -> float:
     """chi_1 at one point (used by root finders)."""
-    kind, a, b, ufn, cf, kinks, kappa, _ = solver_args(act)
-    return S.chi1_of_sw2(kind, a, b, ufn, cf, kinks, kappa, float(act.slopes[0]), float(act.slopes[1]),
+    return S.chi1_of_sw2(*solver_args(act), *q_table(act), float(act.slopes[0]),
+                         float(act.slopes[1]),
                          float(sw2), float(sb2), float(q0))

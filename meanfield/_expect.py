@@ -184,6 +184,12 @@ def moments1(kind, a, b, ufn, cf, kinks, kappa, q, herm):
     ``herm`` (length N, zeroed on entry, may be empty) receives the normalized Hermite
     coefficients a_n = E[phi(sqrt(q) z) He_n(z)] / sqrt(n!), n < N (quadrature path only).
     """
+    return moments1s(kind, a, b, ufn, cf, kinks, kappa, False, q, herm)
+
+
+@nb.njit(cache=True)
+def moments1s(kind, a, b, ufn, cf, kinks, kappa, odd, q, herm):
+    """:func:`moments1` that uses the symmetry of an odd phi (half the nodes) when ``odd``."""
     if cf != CF_NONE:
         return _closed1(cf, a, q)
     acc = np.zeros(5)
@@ -191,9 +197,19 @@ def moments1(kind, a, b, ufn, cf, kinks, kappa, q, herm):
     h = _step(kappa, q)
     if kinks.shape[0] == 0 or q == 0.0:
         K = int(Z1 / h)
-        for k in range(-K, K + 1):
-            z = k * h
-            _acc1(kind, a, b, ufn, sq, z, h * _pdf(z), acc, herm)
+        if odd:
+            # phi^2, phi'^2, phi' and phi He_n (n odd) are even in z: fold z < 0 onto z > 0.
+            _acc1(kind, a, b, ufn, sq, 0.0, h * _pdf(0.0), acc, herm)
+            for k in range(1, K + 1):
+                z = k * h
+                _acc1(kind, a, b, ufn, sq, z, 2.0 * h * _pdf(z), acc, herm)
+            acc[0] = 0.0  # E[phi] = 0 and the even Hermite coefficients vanish exactly
+            for n in range(0, herm.shape[0], 2):
+                herm[n] = 0.0
+        else:
+            for k in range(-K, K + 1):
+                z = k * h
+                _acc1(kind, a, b, ufn, sq, z, h * _pdf(z), acc, herm)
     else:
         width = min(PANEL_MAX, PANELS_PER_STEP * h)
         pts = _breakpoints(kinks, sq, 0.0, -Z1, Z1)

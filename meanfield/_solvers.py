@@ -33,7 +33,7 @@ import math
 import numba as nb
 import numpy as np
 
-from ._expect import moments1, moments2
+from ._expect import moments1s, moments2
 from .activations import CF_LINEAR, CF_NONE, CF_RELU, phi
 
 # Status codes (first failure wins).  Kept in sync with api.STATUS_MEANINGS.
@@ -49,8 +49,9 @@ Q_ASYMPTOTIC = 100.0  # q past which a linear-growth phi counts as asymptoticall
 Q_TINY = 1e-30  # below this, and with V(0) = 0, the fixed point is q* = 0 exactly
 MAXIT_Q = 300
 MAXIT_C = 200
+NEWTON_ACCEPT = 1e-6  # consider accepting a Newton step below this (relative to eps)
 N_HERMITE = 64  # dual-activation terms; the tail bound decides whether they suffice
-SERIES_TOL = 2e-16  # accept the series when its proven truncation error is below this (relative)
+SERIES_TOL = 1e-13  # accept the series when its proven error bound on eps*, chi_c is below this
 
 # Indices of the point-result vector.
 I_Q, I_C, I_CHI1, I_CHIC, I_XIQ, I_XIC, I_XIG, I_DEPTH, I_PHASE, I_STATUS, I_VP, I_CHIG = range(12)
@@ -71,41 +72,129 @@ def _lin_slope(cf, a, sw2d):
 
 
 @nb.njit(cache=True)
-def solve_q(kind, a, b, ufn, cf, kinks, kappa, sw2d, sb2, q0, v_slope_inf):
+def build_q_table(kind, a, b, ufn, cf, kinks, kappa, odd, tq):
+    """E[phi^2] and q dE[phi^2]/dq at the table lengths ``tq`` (see :func:`solve_q`)."""
+    n = tq.shape[0]
+    tF = np.empty(n)
+    tS = np.empty(n)
+    empty = np.empty(0)
+    for i in range(n):
+        m = moments1s(kind, a, b, ufn, cf, kinks, kappa, odd, tq[i], empty)
+        tF[i] = m[1]
+        tS[i] = 0.5 * m[2]
+    return tF, tS
+
+
+@nb.njit(cache=True)
+def _table_bracket(sw2d, sb2, q0, tq, tF, tS):
+    """Bracket and initial guess for the root reached from q0, from the tabulated map.
+
+    Scans g_i = sw2d F(q_i) + sb2 - q_i from q0 (a table node) in the direction the
+    iteration moves until g changes sign; inside that cell g is a cubic Hermite
+    interpolant in t = log q (dg/dt = sw2d q F' - q), whose root is the initial guess.
+    Returns (lo, hi, x0), or (-1, -1, q) to fall back to expansion from the table's end q.
+    """
+    n = tq.shape[0]
+    i0 = -1
+    for i in range(n):
+        if tq[i] == q0:
+            i0 = i
+            break
+    if i0 < 0:
+        return -1.0, -1.0, q0
+    g0 = sw2d * tF[i0] + sb2 - tq[i0]
+    if g0 == 0.0:
+        return -1.0, -1.0, q0
+    step = 1 if g0 > 0.0 else -1
+    i = i0
+    while True:
+        j = i + step
+        if j < 0 or j >= n:
+            return -1.0, -1.0, tq[i]  # no root inside the table: continue from its end
+        gj = sw2d * tF[j] + sb2 - tq[j]
+        if (gj <= 0.0) if step > 0 else (gj >= 0.0):
+            break
+        i = j
+    il = min(i, j)
+    ih = max(i, j)
+    ta = math.log(tq[il])
+    tb = math.log(tq[ih])
+    ga = sw2d * tF[il] + sb2 - tq[il]
+    gb = sw2d * tF[ih] + sb2 - tq[ih]
+    da = (sw2d * tS[il] - tq[il]) * (tb - ta)
+    db = (sw2d * tS[ih] - tq[ih]) * (tb - ta)
+    # Root of the cubic Hermite interpolant on u in [0, 1], safeguarded Newton from the
+    # secant estimate (the cubic is only a guess; exact Newton follows).
+    u = ga / (ga - gb) if ga != gb else 0.5
+    for _ in range(8):
+        h00 = 2 * u ** 3 - 3 * u ** 2 + 1
+        h10 = u ** 3 - 2 * u ** 2 + u
+        h01 = -2 * u ** 3 + 3 * u ** 2
+        h11 = u ** 3 - u ** 2
+        p = h00 * ga + h10 * da + h01 * gb + h11 * db
+        dp = (6 * u ** 2 - 6 * u) * ga + (3 * u ** 2 - 4 * u + 1) * da \
+            + (-6 * u ** 2 + 6 * u) * gb + (3 * u ** 2 - 2 * u) * db
+        if dp == 0.0:
+            break
+        un = u - p / dp
+        if not (0.0 <= un <= 1.0):
+            break
+        u = un
+    x0 = math.exp(ta + u * (tb - ta))
+    lo = tq[il] if ga > 0.0 else tq[ih]
+    hi = tq[ih] if ga > 0.0 else tq[il]
+    return min(lo, hi), max(lo, hi), min(max(x0, tq[il]), tq[ih])
+
+
+@nb.njit(cache=True)
+def solve_q(kind, a, b, ufn, cf, kinks, kappa, odd, sw2d, sb2, q0, v_slope_inf, tq, tF, tS):
     """Fixed point of the length map reached from q0.
 
     ``v_slope_inf`` = lim E[phi(sqrt(q) z)^2]/q = (phi'(+inf)^2 + phi'(-inf)^2)/2 for
-    linearly growing phi (NaN when unknown or phi is bounded).
+    linearly growing phi (NaN when unknown or phi is bounded).  ``tq, tF, tS`` is the
+    activation's table of E[phi^2] on a log grid of q (empty arrays: no table); when q0
+    is a table node it brackets the root, so Newton needs about two exact evaluations.
 
     Returns
     -------
-    (q_star, status, iterations)
-        ``q_star`` is ``inf`` with status NO_FIXED_POINT when the map grows without bound.
+    (q_star, status, iterations, moments)
+        ``q_star`` is ``inf`` with status NO_FIXED_POINT when the map grows without bound;
+        ``moments`` are :func:`moments1` at ``q_star`` (NaN when it is not finite).
     """
+    nan5 = (math.nan, math.nan, math.nan, math.nan, math.nan)
+    empty = np.empty(0)
     if cf == CF_RELU or cf == CF_LINEAR:
         # V(q) = slope * q + sb2 exactly: closed-form fixed point (THEORY.md, closed forms).
         slope = _lin_slope(cf, a, sw2d)
         if slope < 1.0:
-            return sb2 / (1.0 - slope), OK, 0
-        if slope == 1.0 and sb2 == 0.0:
-            return q0, OK, 0  # every q is fixed: the iteration stays at q0
-        if sb2 == 0.0 and q0 == 0.0:
-            return 0.0, OK, 0
-        return math.inf, NO_FIXED_POINT, 0
+            q = sb2 / (1.0 - slope)
+        elif slope == 1.0 and sb2 == 0.0:
+            q = q0  # every q is fixed: the iteration stays at q0
+        elif sb2 == 0.0 and q0 == 0.0:
+            q = 0.0
+        else:
+            return math.inf, NO_FIXED_POINT, 0, nan5
+        return q, OK, 0, moments1s(kind, a, b, ufn, cf, kinks, kappa, odd, q, empty)
 
-    empty = np.empty(0)
     expands_at_infinity = sw2d * v_slope_inf > 1.0  # False when the slope is unknown (NaN)
     p0, dp0 = phi(kind, 0.0, a, b, ufn)
     zero_is_fixed = (sw2d * p0 * p0 + sb2) == 0.0  # V(0) = 0
     lo = 0.0
     hi = math.inf
     x = q0
+    if tq.shape[0] > 0:
+        tlo, thi, x = _table_bracket(sw2d, sb2, q0, tq, tF, tS)
+        if tlo >= 0.0:
+            lo = tlo
+            hi = thi
+        elif x < q0:
+            hi = x  # the root lies below the table
     prev_step = math.inf
     for it in range(MAXIT_Q):
-        m = moments1(kind, a, b, ufn, cf, kinks, kappa, x, empty)
+        m = moments1s(kind, a, b, ufn, cf, kinks, kappa, odd, x, empty)
         V = sw2d * m[1] + sb2
         if not math.isfinite(V):
-            return math.nan, NONFINITE, it
+            return math.nan, NONFINITE, it, nan5
         g = V - x
         if x > 0.0:
             gp = sw2d * m[2] / (2.0 * x) - 1.0
@@ -115,18 +204,18 @@ def solve_q(kind, a, b, ufn, cf, kinks, kappa, sw2d, sb2, q0, v_slope_inf):
             # V(q) = q to rounding.  Near 0 with V(0) = 0 and V'(0) <= 1 this is the map
             # q - O(q^2) being indistinguishable from the identity: the fixed point is 0.
             if zero_is_fixed and x < 1e-8 * max(q0, 1.0) and sw2d * dp0 * dp0 <= 1.0:
-                return 0.0, OK, it
-            return x, OK, it
+                return 0.0, OK, it, moments1s(kind, a, b, ufn, cf, kinks, kappa, odd, 0.0, empty)
+            return x, OK, it, m
         if g > 0.0:
             lo = x
         else:
             hi = x
         if zero_is_fixed and hi < Q_TINY:
-            return 0.0, OK, it
+            return 0.0, OK, it, moments1s(kind, a, b, ufn, cf, kinks, kappa, odd, 0.0, empty)
         if g > 0.0 and (x > Q_MAX or (x >= Q_ASYMPTOTIC and gp > 0.0 and expands_at_infinity)):
             # Beyond Q_ASYMPTOTIC a linearly growing phi is in its asymptotic regime: with
             # V > q, V' > 1 and V'(inf) > 1 the iterates grow without bound.
-            return math.inf, NO_FIXED_POINT, it
+            return math.inf, NO_FIXED_POINT, it, nan5
         # Newton candidate; fall back to expansion (no upper bracket yet) or bisection.
         xn = x - g / gp if gp != 0.0 else math.nan
         if not (lo < xn < hi) or not math.isfinite(xn):
@@ -140,10 +229,10 @@ def solve_q(kind, a, b, ufn, cf, kinks, kappa, sw2d, sb2, q0, v_slope_inf):
         # Converged when the step is at rounding level, or no longer shrinks once small
         # (g is then rounding noise amplified by 1/|V' - 1|).
         if step <= 4e-16 * x or (step >= prev_step and step <= 1e-12 * x):
-            return x, OK, it
+            return x, OK, it, m
         prev_step = step
         x = xn
-    return x, Q_MAXITER, MAXIT_Q
+    return x, Q_MAXITER, MAXIT_Q, nan5
 
 
 @nb.njit(cache=True)
@@ -220,11 +309,19 @@ def solve_c(kind, a, b, ufn, cf, kinks, kappa, odd, sw2, sb2, rho, q, F, herm, t
             errD = cN * tail
             errDp = (cN / c if c > 0.0 else 0.0) * tail1
             dl, dpq = _series_delta(herm, tail, es)
-            if errD <= SERIES_TOL * F and errDp <= SERIES_TOL * dpq:
-                return c, sw2 * dpq / q, OK, 0
+            chic = sw2 * dpq / q
+            # The error bounds move the root of G by at most (sw2 errD / q) / |G'| and chi_c
+            # by sw2 errDp / q; accept when both are below SERIES_TOL relative to eps* and
+            # to 1 - chi_c (which sets xi_c = -1/log chi_c).
+            if (sw2 * errD / q <= SERIES_TOL * es * abs(chic - 1.0)
+                    and sw2 * errDp / q <= SERIES_TOL * abs(1.0 - chic) * chic):
+                return c, chic, OK, 0
             e = es
     it = 0
     prev_step = math.inf
+    e_prev = math.nan
+    gp_prev = math.nan
+    dp_prev = math.nan
     for it in range(MAXIT_C):
         D, Dl, Dp = moments2(kind, a, b, ufn, cf, kinks, kappa, odd, q, e)
         G = sw2 * ((1.0 / rho - 1.0) * F + Dl) / q - e
@@ -243,6 +340,17 @@ def solve_c(kind, a, b, ufn, cf, kinks, kappa, odd, sw2, sb2, rho, q, F, herm, t
         step = abs(en - e)
         if step <= 4e-16 * e or (step >= prev_step and step <= 1e-12 * e):
             return 1.0 - e, sw2 * Dp, OK, it
+        if it > 0 and step <= NEWTON_ACCEPT * e:
+            # Newton converges quadratically: the root is at en up to |G''| step^2 / (2|G'|).
+            # With G'' from the last two slopes, accept en when that error is below rounding
+            # (saves a 2-D evaluation) and carry D' to en to first order.
+            curv = abs((Gp - gp_prev) / (e - e_prev))
+            if curv * step * step <= 2e-16 * e * abs(Gp):
+                dp_new = Dp + (Dp - dp_prev) / (e - e_prev) * (en - e)
+                return 1.0 - en, sw2 * dp_new, OK, it
+        e_prev = e
+        gp_prev = Gp
+        dp_prev = Dp
         prev_step = step
         e = en
     return 1.0 - e, math.nan, C_MAXITER, MAXIT_C
@@ -259,14 +367,15 @@ def _neg_inv_log(x):
 
 
 @nb.njit(cache=True)
-def analyze_point(kind, a, b, ufn, cf, kinks, kappa, odd, slope_p, slope_m, sw2, sb2, rho, q0,
-                  depth_const, crit_tol, out):
+def analyze_point(kind, a, b, ufn, cf, kinks, kappa, odd, tq, tF, tS, slope_p, slope_m, sw2, sb2,
+                  rho, q0, depth_const, crit_tol, out):
     """Every mean-field quantity at one (sw2, sb2); fills ``out`` (length N_OUT)."""
     for i in range(N_OUT):
         out[i] = math.nan
     sw2d = sw2 / rho
     e_dphi2_inf = 0.5 * (slope_p * slope_p + slope_m * slope_m)
-    q, st, _ = solve_q(kind, a, b, ufn, cf, kinks, kappa, sw2d, sb2, q0, e_dphi2_inf)
+    q, st, _, m = solve_q(kind, a, b, ufn, cf, kinks, kappa, odd, sw2d, sb2, q0, e_dphi2_inf, tq, tF,
+                              tS)
     out[I_Q] = q
     out[I_STATUS] = st
     out[I_PHASE] = PHASE_UNDETERMINED
@@ -284,7 +393,6 @@ def analyze_point(kind, a, b, ufn, cf, kinks, kappa, odd, slope_p, slope_m, sw2,
     if st != OK:
         return
 
-    m = moments1(kind, a, b, ufn, cf, kinks, kappa, q, np.empty(0))
     kink_at_zero = cf == CF_RELU
     for k in range(kinks.shape[0]):
         if kinks[k] == 0.0:
@@ -330,7 +438,7 @@ def analyze_point(kind, a, b, ufn, cf, kinks, kappa, odd, slope_p, slope_m, sw2,
         # The dual-activation coefficients are needed only here, so ordered points skip them.
         herm = np.zeros(N_HERMITE if cf == CF_NONE else 0)
         if herm.shape[0] > 0:
-            moments1(kind, a, b, ufn, cf, kinks, kappa, q, herm)
+            moments1s(kind, a, b, ufn, cf, kinks, kappa, odd, q, herm)
             s0 = 0.0
             s1 = 0.0
             for n in range(herm.shape[0]):
@@ -351,31 +459,33 @@ def analyze_point(kind, a, b, ufn, cf, kinks, kappa, odd, slope_p, slope_m, sw2,
 
 
 @nb.njit(cache=True)
-def analyze_grid_serial(kind, a, b, ufn, cf, kinks, kappa, odd, slope_p, slope_m, sw2, sb2, rho, q0,
+def analyze_grid_serial(kind, a, b, ufn, cf, kinks, kappa, odd, tq, tF, tS, slope_p, slope_m, sw2, sb2,
+                        rho, q0,
                         depth_const, crit_tol, out):
     """analyze_point over flat arrays sw2, sb2 (same length); out has shape (n, N_OUT)."""
     for i in range(sw2.shape[0]):
-        analyze_point(kind, a, b, ufn, cf, kinks, kappa, odd, slope_p, slope_m, sw2[i], sb2[i], rho, q0,
-                      depth_const, crit_tol, out[i])
+        analyze_point(kind, a, b, ufn, cf, kinks, kappa, odd, tq, tF, tS, slope_p, slope_m, sw2[i],
+                      sb2[i], rho, q0, depth_const, crit_tol, out[i])
 
 
 @nb.njit(cache=True, parallel=True)
-def analyze_grid_parallel(kind, a, b, ufn, cf, kinks, kappa, odd, slope_p, slope_m, sw2, sb2, rho, q0,
+def analyze_grid_parallel(kind, a, b, ufn, cf, kinks, kappa, odd, tq, tF, tS, slope_p, slope_m, sw2, sb2,
+                        rho, q0,
                           depth_const, crit_tol, out):
     """Parallel variant of :func:`analyze_grid_serial`; each iteration writes only its row."""
     for i in nb.prange(sw2.shape[0]):
-        analyze_point(kind, a, b, ufn, cf, kinks, kappa, odd, slope_p, slope_m, sw2[i], sb2[i], rho, q0,
-                      depth_const, crit_tol, out[i])
+        analyze_point(kind, a, b, ufn, cf, kinks, kappa, odd, tq, tF, tS, slope_p, slope_m, sw2[i],
+                      sb2[i], rho, q0, depth_const, crit_tol, out[i])
 
 
 @nb.njit(cache=True)
-def chi1_of_sw2(kind, a, b, ufn, cf, kinks, kappa, slope_p, slope_m, sw2, sb2, q0):
+def chi1_of_sw2(kind, a, b, ufn, cf, kinks, kappa, odd, tq, tF, tS, slope_p, slope_m, sw2, sb2, q0):
     """chi_1 = sw2 E[phi'(sqrt(q*) z)^2] as a function of sw2 (for the critical line)."""
     e_dphi2_inf = 0.5 * (slope_p * slope_p + slope_m * slope_m)
-    q, st, _ = solve_q(kind, a, b, ufn, cf, kinks, kappa, sw2, sb2, q0, e_dphi2_inf)
+    q, st, _, m = solve_q(kind, a, b, ufn, cf, kinks, kappa, odd, sw2, sb2, q0, e_dphi2_inf, tq, tF,
+                              tS)
     if st == NO_FIXED_POINT:
         return sw2 * e_dphi2_inf
     if st != OK:
         return math.nan
-    m = moments1(kind, a, b, ufn, cf, kinks, kappa, q, np.empty(0))
     return sw2 * m[3]

@@ -35,6 +35,27 @@ MP_ACTS = {
 }
 
 
+_SL, _SA = float(SELU_L), float(SELU_A)
+
+
+def _sig(x):
+    return 1.0 / (1.0 + math.exp(-x)) if x >= 0 else math.exp(x) / (1.0 + math.exp(x))
+
+
+# The same activations in plain floats, for the (double-precision) two-point references.
+FLOAT_ACTS = {
+    "tanh": (math.tanh, lambda x: 1.0 - math.tanh(x) ** 2),
+    "gelu": (lambda x: 0.5 * x * math.erfc(-x / math.sqrt(2)),
+             lambda x: 0.5 * math.erfc(-x / math.sqrt(2)) + x * math.exp(-0.5 * x * x)
+             / math.sqrt(2 * math.pi)),
+    "silu": (lambda x: x * _sig(x), lambda x: _sig(x) * (1 + x * (1 - _sig(x)))),
+    "erf": (math.erf, lambda x: 2 / math.sqrt(math.pi) * math.exp(-x * x)),
+    "selu": (lambda x: _SL * x if x > 0 else _SL * _SA * math.expm1(x),
+             lambda x: _SL if x > 0 else _SL * _SA * math.exp(x)),
+    "hard_tanh": (lambda x: max(min(x, 1.0), -1.0), lambda x: 1.0 if abs(x) < 1 else 0.0),
+}
+
+
 def gauss1(f, q, kinks=()):
     """E[f(sqrt(q) z)] to ~25 digits, split at the kinks."""
     sq = mp.sqrt(q)
@@ -72,9 +93,8 @@ def one_point(name, sw2, sb2, rho=1.0):
 
 def two_point(name, q, c):
     """(E[phi(u1) phi(u2)], E[phi'(u1) phi'(u2)]) at variance q, correlation c (nested scipy quad)."""
-    f, df, kinks = MP_ACTS[name]
-    ff = lambda x: float(f(mp.mpf(x)))  # noqa: E731
-    dff = lambda x: float(df(mp.mpf(x)))  # noqa: E731
+    kinks = MP_ACTS[name][2]
+    ff, dff = FLOAT_ACTS[name]
     sq = math.sqrt(q)
     s = math.sqrt(max(1 - c * c, 0.0))
     pdf = lambda z: math.exp(-0.5 * z * z) / math.sqrt(2 * math.pi)  # noqa: E731
