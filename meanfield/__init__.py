@@ -14,6 +14,9 @@ from .activations import Activation, activations, get_activation, register_activ
 from .api import Result, analyze, critical_line, critical_sw2, fixed_points, phase_diagram
 from .recommend import Recommendation, recommend
 
+# Kernels on a data set: NNGP, NTK, trainability metrics per depth
+from ._kernels import kernels, ntk_metrics, two_point_kernels
+
 # Sweeps: chunked, resumable, distributed
 from ._sweep import SweepSpec, load_spec, open_sweep, sweep, sweep_status
 

@@ -1,0 +1,197 @@
+"""Benchmark: NNGP + NTK of every depth 1..50 for n = 1000 inputs of dimension 100.
+
+Run as ``python benchmarks/bench_kernels.py`` (from the repository root, or with the
+package importable).  For erf, relu and tanh it prints wall time and peak memory of
+:func:`meanfield.kernels` beside a plain NumPy implementation of the same
+recursion (THEORY.md, "Kernels on a data set"), measured in this run:
+
+* erf, relu: vectorized NumPy closed forms on the full n x n matrices.
+* tanh: Gauss-Hermite tensor quadrature (``GH_NODES`` per axis, after a Cholesky
+  factorization of each pair's 2x2 covariance) on a subsample of ``N_SUB`` inputs; its
+  time is scaled by the number of pairs, n(n+1)/2 / (m(m+1)/2).
+
+Accuracy: erf and relu are compared entrywise with the NumPy closed forms; tanh with a
+2-D quadrature per pair (``_expect.moments2``, accurate to ~1e-15) on a subsample, which
+checks the Chebyshev interpolant the fast path uses.
+
+Inputs are Gaussian vectors scaled to |x|^2/d = 1 (points on a sphere), the setting of
+the shared-norm fast path.  Each timed call is preceded by an identical warm-up call, so
+the numbers exclude Numba compilation/cache loading and the first touch of fresh memory
+pages (on a VM that first touch alone costs ~1.3 s per GB).  Peak memory is measured with
+``tracemalloc`` in a separate call (tracing slows NumPy down), and counts Python/NumPy
+allocations, which include the (L, n, n) outputs.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import sys
+import time
+import tracemalloc
+
+import numpy as np
+
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
+
+from meanfield import _kernels_numba as KN  # noqa: E402
+from meanfield import _kernels as KM  # noqa: E402
+from meanfield.activations import get_activation  # noqa: E402
+
+N, DIM, DEPTH = 1000, 100, 50
+N_SUB = 40  # tanh Gauss-Hermite baseline: subsample size
+GH_NODES = 100  # per axis; THEORY.md: GH in z loses accuracy as q grows (here q < 1)
+N_REF = 60  # tanh accuracy check: subsample for the per-pair quadrature reference
+CASES = [  # (activation, sw2, sb2): phases from meanfield.analyze
+    ("erf", 1.5, 0.05),   # chaotic, c* = 0.82
+    ("relu", 2.0, 0.0),   # critical
+    ("tanh", 2.0, 0.05),  # chaotic, q* = 0.72
+]
+
+
+# --------------------------------------------------------------------------- NumPy baselines
+def numpy_erf(X, sw2, sb2, L):
+    d = X.shape[1]
+    S = sw2 * (X @ X.T) / d + sb2
+    T = S.copy()
+    outS, outT = [S], [T]
+    for _ in range(L - 1):
+        a1 = 1.0 + 2.0 * np.diag(S)
+        big = np.outer(a1, a1)
+        D = (2.0 / np.pi) * np.arcsin(np.clip(2.0 * S / np.sqrt(big), -1.0, 1.0))
+        Dp = (4.0 / np.pi) / np.sqrt(big - 4.0 * S * S)
+        S = sw2 * D + sb2
+        T = S + sw2 * Dp * T
+        outS.append(S)
+        outT.append(T)
+    return np.array(outS), np.array(outT)
+
+
+def numpy_relu(X, sw2, sb2, L):
+    d = X.shape[1]
+    S = sw2 * (X @ X.T) / d + sb2
+    T = S.copy()
+    outS, outT = [S], [T]
+    for _ in range(L - 1):
+        r = np.sqrt(np.outer(np.diag(S), np.diag(S)))
+        c = np.clip(S / r, -1.0, 1.0)
+        th = np.arccos(c)
+        D = r * (np.sin(th) + (np.pi - th) * c) / (2.0 * np.pi)
+        Dp = (np.pi - th) / (2.0 * np.pi)
+        S = sw2 * D + sb2
+        T = S + sw2 * Dp * T
+        outS.append(S)
+        outT.append(T)
+    return np.array(outS), np.array(outT)
+
+
+def numpy_gh(X, sw2, sb2, L, phi, dphi, nodes=GH_NODES):
+    """Gauss-Hermite tensor rule per unique pair (upper triangle), vectorized over pairs."""
+    z, w = np.polynomial.hermite_e.hermegauss(nodes)
+    w = w / math.sqrt(2.0 * math.pi)
+    W = np.outer(w, w)
+    d = X.shape[1]
+    S = sw2 * (X @ X.T) / d + sb2
+    T = S.copy()
+    iu, ju = np.triu_indices(X.shape[0])
+    outS, outT = [S], [T]
+    for _ in range(L - 1):
+        s11, s22, s12 = S[iu, iu], S[ju, ju], S[iu, ju]
+        l11 = np.sqrt(s11)
+        l21 = s12 / l11
+        l22 = np.sqrt(np.maximum(s22 - l21 * l21, 0.0))
+        u = l11[:, None, None] * z[None, :, None]
+        v = l21[:, None, None] * z[None, :, None] + l22[:, None, None] * z[None, None, :]
+        D = np.einsum("pij,ij->p", phi(u) * phi(v), W)
+        Dp = np.einsum("pij,ij->p", dphi(u) * dphi(v), W)
+        Sn = np.empty_like(S)
+        Dpm = np.empty_like(S)
+        Sn[iu, ju] = Sn[ju, iu] = sw2 * D + sb2
+        Dpm[iu, ju] = Dpm[ju, iu] = sw2 * Dp
+        S, T = Sn, Sn + Dpm * T
+        outS.append(S)
+        outT.append(T)
+    return np.array(outS), np.array(outT)
+
+
+def tanh_baseline(X, sw2, sb2, L):
+    return numpy_gh(X, sw2, sb2, L, np.tanh, lambda x: 1.0 / np.cosh(x) ** 2)
+
+
+# --------------------------------------------------------------------------- helpers
+def timed(f, *args):
+    f(*args)  # warm-up: compilation/cache load and first touch of memory
+    t = time.perf_counter()
+    out = f(*args)
+    return time.perf_counter() - t, out
+
+
+def peak_mb(f, *args):
+    tracemalloc.start()
+    f(*args)
+    peak = tracemalloc.get_traced_memory()[1]
+    tracemalloc.stop()
+    return peak / 2**20
+
+
+def ours(X, act, sw2, sb2, L):
+    ds = KM.kernels(X, act, sw2, sb2, L)
+    return ds.nngp.values, ds.ntk.values
+
+
+def rel_err(a, b):
+    return float(np.max(np.abs(a - b) / np.maximum(np.abs(b), 1e-300)))
+
+
+def scaled_err(a, b):
+    return float(np.max(np.abs(a - b)) / np.max(np.abs(b)))
+
+
+def per_pair_reference(X, act, sw2, sb2, L):
+    """Same recursion with the 2-D quadrature evaluated for every pair (no interpolant)."""
+    n = X.shape[0]
+    rec = KM._setup(get_activation(act), sw2, sb2, X, [(np.arange(n), np.arange(n), True)])
+    assert rec.shared
+    rec.mode = KN.MODE_SHARED_QUAD
+    S = np.empty((L, n, n))
+    T = np.empty((L, n, n))
+    rec.compute(L, [(S, T)])
+    return S, T
+
+
+def main():
+    rng = np.random.default_rng(2024)
+    X = rng.standard_normal((N, DIM))
+    X *= np.sqrt(DIM) / np.linalg.norm(X, axis=1, keepdims=True)
+    print(f"NNGP + NTK, n = {N}, d = {DIM}, depths 1..{DEPTH}; "
+          f"{os.cpu_count()} cores, numba threads = {KN.nb.get_num_threads()}")
+    print(f"{'activation':<10} {'meanfield s':>12} {'peak MB':>8} {'numpy s':>12} {'peak MB':>8} "
+          f"{'speed-up':>8}  accuracy")
+    for act, sw2, sb2 in CASES:
+        t_ours, (S, T) = timed(ours, X, act, sw2, sb2, DEPTH)
+        m_ours = peak_mb(ours, X, act, sw2, sb2, DEPTH)
+        if act == "tanh":
+            Xs = X[:N_SUB]
+            t_sub, (Sb, Tb) = timed(tanh_baseline, Xs, sw2, sb2, DEPTH)
+            scale = (N * (N + 1) / 2) / (N_SUB * (N_SUB + 1) / 2)
+            t_np = t_sub * scale
+            m_np = peak_mb(tanh_baseline, Xs, sw2, sb2, DEPTH)
+            np_note = f" (GH {GH_NODES}^2 on n={N_SUB}, x{scale:.0f})"
+            Sr, Tr = per_pair_reference(X[:N_REF], act, sw2, sb2, DEPTH)
+            acc = (f"vs per-pair 2-D quadrature (n={N_REF}): nngp {scaled_err(S[:, :N_REF, :N_REF], Sr):.1e}, "
+                   f"ntk {scaled_err(T[:, :N_REF, :N_REF], Tr):.1e} (max abs / max); "
+                   f"GH baseline vs ours: nngp {scaled_err(Sb, S[:, :N_SUB, :N_SUB]):.1e}")
+        else:
+            base = numpy_erf if act == "erf" else numpy_relu
+            t_np, (Sb, Tb) = timed(base, X, sw2, sb2, DEPTH)
+            m_np = peak_mb(base, X, sw2, sb2, DEPTH)
+            np_note = ""
+            acc = (f"max rel. diff vs numpy closed form: nngp {rel_err(S, Sb):.1e}, "
+                   f"ntk {rel_err(T, Tb):.1e}")
+        print(f"{act:<10} {t_ours:>12.3f} {m_ours:>8.0f} {t_np:>12.3f} {m_np:>8.0f} "
+              f"{t_np / t_ours:>8.1f}  {acc}{np_note}")
+        del S, T, Sb, Tb
+
+
+if __name__ == "__main__":
+    main()

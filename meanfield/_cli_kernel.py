@@ -1,0 +1,95 @@
+"""``meanfield kernel``: NTK trainability/generalization metrics of a data set, per depth.
+
+    meanfield kernel ACT --sw2 SW2 --sb2 SB2 --depth L --data X.npy [--labels Y.npy]
+                     [--test XT.npy] [-o OUT.nc]
+
+Prints the per-depth table of :func:`meanfield.ntk_metrics` (without labels:
+lambda_max, lambda_min, condition number of Theta^l on the data) and optionally writes
+the dataset to netCDF.  Bad input raises ValueError with a one-line message; the main
+CLI turns it into exit code 2.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+
+import numpy as np
+
+
+def add_kernel_parser(subparsers):
+    """Register the ``kernel`` subcommand on an argparse ``subparsers`` object."""
+    p = subparsers.add_parser(
+        "kernel", help="NTK condition number and mean predictor per depth on a data set",
+        description="NNGP/NTK of a deep fully connected network on a data set (THEORY.md): "
+                    "per-depth eigenvalues and condition number of the NTK on the data and, "
+                    "with --labels, the NTK mean predictor on --test (default: the data).")
+    p.add_argument("activation", help="activation name (see `meanfield activations`)")
+    p.add_argument("--sw2", type=float, required=True, help="weight variance sigma_w^2")
+    p.add_argument("--sb2", type=float, required=True, help="bias variance sigma_b^2")
+    p.add_argument("--depth", type=int, required=True, help="number of layers L >= 1")
+    p.add_argument("--data", required=True, help="training inputs, .npy of shape (n, d)")
+    p.add_argument("--labels", help="training targets, .npy of shape (n,) or (n, k)")
+    p.add_argument("--test", help="test inputs, .npy of shape (m, d) (default: --data)")
+    p.add_argument("-o", "--output", help="write the dataset to this netCDF file")
+    p.set_defaults(func=run_kernel)
+    return p
+
+
+def _load(flag, path):
+    if not os.path.isfile(path):
+        raise ValueError(f"{flag}: no such file: {path}")
+    try:
+        return np.load(path, allow_pickle=False)
+    except Exception as exc:  # numpy raises several types for a malformed file
+        raise ValueError(f"{flag}: cannot read {path} as .npy ({type(exc).__name__}: {exc})") from None
+
+
+def run_kernel(args) -> int:
+    """Handler of ``meanfield kernel``; returns the exit code (0)."""
+    from ._kernels import ntk_metrics
+
+    X = _load("--data", args.data)
+    Xt = _load("--test", args.test) if args.test else X
+    if args.labels:
+        y = _load("--labels", args.labels)
+    else:
+        # Without labels only the spectrum is meaningful; a zero target keeps the
+        # predictor columns defined (and zero) without inventing data.
+        y = np.zeros(np.shape(X)[0] if np.ndim(X) >= 1 else 0)
+    ds = ntk_metrics(X, y, Xt, args.activation, args.sw2, args.sb2, args.depth)
+    print(format_table(ds, with_prediction=bool(args.labels)))
+    if args.output:
+        out = ds.copy()
+        out["singular"] = out["singular"].astype(np.int8)  # netCDF has no bool type
+        try:
+            out.to_netcdf(args.output)
+        except Exception as exc:
+            raise ValueError(f"-o: cannot write {args.output} ({type(exc).__name__}: {exc})") from None
+        print(f"wrote {args.output}")
+    return 0
+
+
+def _f(v):
+    return "nan" if not math.isfinite(v) else f"{v:.6g}"
+
+
+def format_table(ds, with_prediction=True) -> str:
+    """The per-depth metrics as a plain-text table."""
+    a = ds.attrs
+    lines = [f"{a['activation']}  sw2={a['sw2']:g} sb2={a['sb2']:g}  phase={a['phase']}  "
+             f"chi1={_f(float(ds.chi1))} chi_c={_f(float(ds.chi_c))}  [{a['method']}]"]
+    head = f"{'depth':>5} {'lambda_max':>12} {'lambda_min':>12} {'cond':>12}"
+    if with_prediction:
+        head += f" {'|P - P_inf|':>12} {'rate':>9}"
+    lines.append(head + "  status")
+    meanings = ds.status.attrs["flag_meanings"].split()
+    for k in range(ds.sizes["depth"]):
+        row = (f"{int(ds.depth[k]):>5} {_f(float(ds.lambda_max[k])):>12} "
+               f"{_f(float(ds.lambda_min[k])):>12} {_f(float(ds.condition_number[k])):>12}")
+        if with_prediction:
+            row += f" {_f(float(ds.prediction_distance[k])):>12} {_f(float(ds.decay_rate[k])):>9}"
+        lines.append(row + "  " + meanings[int(ds.status[k])])
+    if with_prediction:
+        lines.append(f"theory decay rate: {_f(float(ds.theory_decay_rate))}")
+    return "\n".join(lines)
