@@ -10,6 +10,8 @@ Two families of kernels, each with closed forms first and quadrature as the fall
         m_phi2z = E[phi(x)^2 (z^2 - 1)]       (= 2 q dE[phi^2]/dq; V'(q) = sw2 * m_phi2z / (2q))
         m_dphi2 = E[phi'(x)^2]                (chi_1 = sw2 * m_dphi2)
         m_dphi  = E[phi'(x)]
+        m_phi2h4  = E[phi(x)^2 He_4(z)]       (= 4 q^2 d^2 E[phi^2]/dq^2, He_4 = z^4 - 6 z^2 + 3)
+        m_dphi2z  = E[phi'(x)^2 (z^2 - 1)]    (= 2 q dE[phi'^2]/dq)
 
     ``m_phi2z`` comes from differentiating the Gaussian density in q, so V'(q) needs no
     phi'' (a user who gives only phi loses no accuracy).
@@ -53,6 +55,17 @@ H_MAX = 0.5  # the trapezoid on exp(-z^2/2) alone is accurate to exp(-2 pi^2 / h
 PANELS_PER_STEP = 8.0  # a 16-point Gauss-Legendre panel spans 8 trapezoid steps
 PANEL_MAX = 2.0
 _GL_X, _GL_W = np.polynomial.legendre.leggauss(16)
+# Gauss-Hermite (probabilists') rule for the difference variable near c = 1: its nodes
+# d >= 0 with weights doubled for d > 0, normalized to the standard normal.
+_GH_N = 16
+_GH_X, _GH_W = np.polynomial.hermite_e.hermegauss(_GH_N)
+_GH_W = _GH_W / math.sqrt(2.0 * math.pi)
+_GH_POS_X = _GH_X[_GH_N // 2:].copy()
+_GH_POS_W = 2.0 * _GH_W[_GH_N // 2:]
+# Use it when the singularity of phi(A +- B d) nearest to the real d axis is at least this
+# many units away (distance d_phi / B).  Measured against a finer Gauss-Legendre rule: the
+# agreement reaches its ~1e-13 floor at 8 (pole-type phi) and 9 (gelu); 10 keeps a margin.
+GH_MIN_DISTANCE = 10.0
 _INV_SQRT_2PI = 1.0 / math.sqrt(2.0 * math.pi)
 _PI = math.pi
 
@@ -92,19 +105,24 @@ def _sin_minus_theta_cos(theta):
 @nb.njit(cache=True)
 def _closed1(cf, a, q):
     if cf == CF_RELU:
+        # E phi^2 and E phi'^2 are linear / constant in q: the q-derivative moments vanish.
         return ((1.0 - a) * math.sqrt(q) * _INV_SQRT_2PI, 0.5 * q * (1.0 + a * a),
-                q * (1.0 + a * a), 0.5 * (1.0 + a * a), 0.5 * (1.0 + a))
+                q * (1.0 + a * a), 0.5 * (1.0 + a * a), 0.5 * (1.0 + a), 0.0, 0.0)
     if cf == CF_LINEAR:
-        return 0.0, q, 2.0 * q, 1.0, 1.0
+        return 0.0, q, 2.0 * q, 1.0, 1.0, 0.0, 0.0
     if cf == CF_ERF:
         r = 2.0 * q / (1.0 + 2.0 * q)
         s = math.sqrt(1.0 + 4.0 * q)
-        dF = (4.0 / _PI) / ((1.0 + 2.0 * q) * s)
+        u = 1.0 + 2.0 * q
+        dF = (4.0 / _PI) / (u * s)
+        d2F = -(8.0 / _PI) / (u * s) * (1.0 / u + 1.0 / (s * s))
+        ddphi2 = -(8.0 / _PI) / (s * s * s)
         return (0.0, (2.0 / _PI) * math.asin(r), 2.0 * q * dF, (4.0 / _PI) / s,
-                (2.0 / math.sqrt(_PI)) / math.sqrt(1.0 + 2.0 * q))
+                (2.0 / math.sqrt(_PI)) / math.sqrt(u), 4.0 * q * q * d2F, 2.0 * q * ddphi2)
     # CF_SIN: E sin^2 = (1 - e^{-2q})/2, E cos^2 = (1 + e^{-2q})/2, E cos = e^{-q/2}
     e2 = math.exp(-2.0 * q)
-    return 0.0, -0.5 * math.expm1(-2.0 * q), 2.0 * q * e2, 0.5 * (1.0 + e2), math.exp(-0.5 * q)
+    return (0.0, -0.5 * math.expm1(-2.0 * q), 2.0 * q * e2, 0.5 * (1.0 + e2), math.exp(-0.5 * q),
+            -8.0 * q * q * e2, -2.0 * q * e2)
 
 
 @nb.njit(cache=True)
@@ -139,25 +157,48 @@ def _closed2(cf, a, q, eps):
 
 # --------------------------------------------------------------------------- 1-D quadrature
 @nb.njit(cache=True)
-def _acc1(kind, a, b, ufn, sq, z, w, acc, herm):
-    """Add one node's contribution to the 1-D moment sums (and Hermite coefficients)."""
+def _acc1(kind, a, b, ufn, sq, z, w, acc):
+    """Add one node's contribution to the 1-D moment sums; returns w * phi for Hermite sums."""
     p, dp = phi(kind, sq * z, a, b, ufn)
     wp = w * p
+    z2 = z * z
+    wdp2 = w * dp * dp
     acc[0] += wp
     acc[1] += wp * p
-    acc[2] += wp * p * (z * z - 1.0)
-    acc[3] += w * dp * dp
+    acc[2] += wp * p * (z2 - 1.0)
+    acc[3] += wdp2
     acc[4] += w * dp
-    nh = herm.shape[0]
-    if nh > 0:
-        # Normalized probabilists' Hermite polynomials He_n(z)/sqrt(n!) by recurrence.
-        hm = 0.0
-        h = 1.0
-        for n in range(nh):
-            herm[n] += wp * h
-            hn = (z * h - math.sqrt(n) * hm) / math.sqrt(n + 1.0)
-            hm = h
-            h = hn
+    acc[5] += wp * p * ((z2 - 6.0) * z2 + 3.0)
+    acc[6] += wdp2 * (z2 - 1.0)
+    return wp
+
+
+# sqrt(n) and 1/sqrt(n+1) for the normalized Hermite recurrence, computed once.
+_HERM_MAX = 512
+_SQRT_N = np.sqrt(np.arange(_HERM_MAX, dtype=np.float64))
+_INV_SQRT_N1 = 1.0 / np.sqrt(np.arange(1, _HERM_MAX + 1, dtype=np.float64))
+
+
+@nb.njit(cache=True)
+def _hermite_sums(zs, wps, nn, herm):
+    """herm[n] = sum_k wps[k] He_n(zs[k]) / sqrt(n!) for n < len(herm), over nn nodes.
+
+    The recurrence He_{n+1} = z He_n - n He_{n-1}, normalized, runs over all nodes at once
+    so that the inner loop vectorizes.
+    """
+    hm = np.zeros(nn)
+    h = np.ones(nn)
+    for n in range(herm.shape[0]):
+        sn = 0.0
+        for k in range(nn):
+            sn += wps[k] * h[k]
+        herm[n] = sn
+        s = _SQRT_N[n]
+        r = _INV_SQRT_N1[n]
+        for k in range(nn):
+            hn = (zs[k] * h[k] - s * hm[k]) * r
+            hm[k] = h[k]
+            h[k] = hn
 
 
 @nb.njit(cache=True)
@@ -192,27 +233,44 @@ def moments1s(kind, a, b, ufn, cf, kinks, kappa, odd, q, herm):
     """:func:`moments1` that uses the symmetry of an odd phi (half the nodes) when ``odd``."""
     if cf != CF_NONE:
         return _closed1(cf, a, q)
-    acc = np.zeros(5)
+    acc = np.zeros(7)
     sq = math.sqrt(q)
     h = _step(kappa, q)
+    want_herm = herm.shape[0] > 0
     if kinks.shape[0] == 0 or q == 0.0:
         K = int(Z1 / h)
+        nmax = 2 * K + 1
+        zs = np.empty(nmax if want_herm else 0)
+        wps = np.empty(nmax if want_herm else 0)
+        nn = 0
         if odd:
             # phi^2, phi'^2, phi' and phi He_n (n odd) are even in z: fold z < 0 onto z > 0.
-            _acc1(kind, a, b, ufn, sq, 0.0, h * _pdf(0.0), acc, herm)
-            for k in range(1, K + 1):
+            for k in range(0, K + 1):
                 z = k * h
-                _acc1(kind, a, b, ufn, sq, z, 2.0 * h * _pdf(z), acc, herm)
-            acc[0] = 0.0  # E[phi] = 0 and the even Hermite coefficients vanish exactly
-            for n in range(0, herm.shape[0], 2):
-                herm[n] = 0.0
+                wp = _acc1(kind, a, b, ufn, sq, z, (1.0 if k == 0 else 2.0) * h * _pdf(z), acc)
+                if want_herm:
+                    zs[nn] = z
+                    wps[nn] = wp
+                    nn += 1
+            acc[0] = 0.0  # E[phi] = 0 exactly
         else:
             for k in range(-K, K + 1):
                 z = k * h
-                _acc1(kind, a, b, ufn, sq, z, h * _pdf(z), acc, herm)
+                wp = _acc1(kind, a, b, ufn, sq, z, h * _pdf(z), acc)
+                if want_herm:
+                    zs[nn] = z
+                    wps[nn] = wp
+                    nn += 1
     else:
         width = min(PANEL_MAX, PANELS_PER_STEP * h)
         pts = _breakpoints(kinks, sq, 0.0, -Z1, Z1)
+        npan_total = 0
+        for s in range(pts.shape[0] - 1):
+            npan_total += max(1, int(math.ceil((pts[s + 1] - pts[s]) / width)))
+        nmax = npan_total * _GL_X.shape[0]
+        zs = np.empty(nmax if want_herm else 0)
+        wps = np.empty(nmax if want_herm else 0)
+        nn = 0
         for s in range(pts.shape[0] - 1):
             lo = pts[s]
             hi = pts[s + 1]
@@ -222,8 +280,18 @@ def moments1s(kind, a, b, ufn, cf, kinks, kappa, odd, q, herm):
                 mid = lo + (p + 0.5) * pw
                 for i in range(_GL_X.shape[0]):
                     z = mid + 0.5 * pw * _GL_X[i]
-                    _acc1(kind, a, b, ufn, sq, z, 0.5 * pw * _GL_W[i] * _pdf(z), acc, herm)
-    return acc[0], acc[1], acc[2], acc[3], acc[4]
+                    wp = _acc1(kind, a, b, ufn, sq, z, 0.5 * pw * _GL_W[i] * _pdf(z), acc)
+                    if want_herm:
+                        zs[nn] = z
+                        wps[nn] = wp
+                        nn += 1
+    if want_herm:
+        _hermite_sums(zs, wps, nn, herm)
+        if odd and (kinks.shape[0] == 0 or q == 0.0):
+            # Folded sums: odd-n terms were doubled correctly; even-n coefficients are zero.
+            for n in range(0, herm.shape[0], 2):
+                herm[n] = 0.0
+    return acc[0], acc[1], acc[2], acc[3], acc[4], acc[5], acc[6]
 
 
 # --------------------------------------------------------------------------- 2-D quadrature
@@ -235,12 +303,41 @@ def _moments2_smooth(kind, a, b, ufn, kappa, odd, q, eps):
     B = math.sqrt(q) * beta
     hs = _step(kappa, q * alpha * alpha)
     hd = _step(kappa, q * beta * beta)
+    # Make the two steps commensurate: with A hs = P delta and B hd = Q delta (P, Q integers)
+    # every argument A s_j +- B d_k = delta (P j +- Q k) lies on one lattice, so phi is
+    # evaluated once per lattice point instead of twice per node pair.  Uncapped steps
+    # already satisfy A hs = B hd = kappa; shrinking a step only makes the rule finer.
+    xs = A * hs
+    xd = B * hd
+    if xs >= xd:
+        delta = xd
+        P = max(1, int(xs / delta * (1.0 + 1e-12)))
+        Q = 1
+        hs = P * delta / A
+    else:
+        delta = xs
+        P = 1
+        Q = max(1, int(xd / delta * (1.0 + 1e-12)))
+        hd = Q * delta / B
     Ks = int(Z2 / hs)
     Kd = int(Z2 / hd)
-    # Weights of the d direction, computed once: the integrand is even in d (d -> -d
-    # swaps u1 and u2), so nodes d > 0 count twice.
+    M = P * Ks + Q * Kd
+    if M + 1 > 2 * (Ks + 1) * (Kd + 1):
+        return _moments2_pairs(kind, a, b, ufn, kappa, odd, q, eps)
+    # phi and phi' on the lattice m delta, m = -M..M (odd phi: m >= 0 and symmetry).
+    lat = np.empty(2 * M + 1)
+    dlat = np.empty(2 * M + 1)
+    for m in range(0 if odd else -M, M + 1):
+        p, dp = phi(kind, m * delta, a, b, ufn)
+        lat[m + M] = p
+        dlat[m + M] = dp
+    if odd:
+        for m in range(1, M + 1):
+            lat[M - m] = -lat[M + m]
+            dlat[M - m] = dlat[M + m]
     wd = np.empty(Kd + 1)
     for k in range(Kd + 1):
+        # the integrand is even in d (d -> -d swaps u1 and u2): nodes d > 0 count twice
         wd[k] = hd * _pdf(k * hd) * (1.0 if k == 0 else 2.0)
     r2 = Z2 * Z2
     D = 0.0
@@ -252,12 +349,67 @@ def _moments2_smooth(kind, a, b, ufn, kappa, odd, q, eps):
         ws = hs * _pdf(s)
         if odd and j > 0:
             ws *= 2.0  # phi odd: the d-symmetrized integrand is even in s
+        rs = 0.0
+        rl = 0.0
+        rp = 0.0
+        base = P * j + M
+        for k in range(Kd + 1):
+            d = k * hd
+            if s * s + d * d > r2:
+                break
+            i1 = base + Q * k
+            i2 = base - Q * k
+            p1 = lat[i1]
+            p2 = lat[i2]
+            diff = p1 - p2
+            rs += wd[k] * p1 * p2
+            rl += wd[k] * diff * diff
+            rp += wd[k] * dlat[i1] * dlat[i2]
+        D += ws * rs
+        Dl += ws * 0.5 * rl
+        Dp += ws * rp
+    return D, Dl, Dp
+
+
+@nb.njit(cache=True)
+def _moments2_pairs(kind, a, b, ufn, kappa, odd, q, eps):
+    """The same sum/difference rule evaluating phi at every node pair (no lattice)."""
+    alpha = math.sqrt(1.0 - 0.5 * eps)
+    beta = math.sqrt(0.5 * eps)
+    A = math.sqrt(q) * alpha
+    B = math.sqrt(q) * beta
+    hs = _step(kappa, q * alpha * alpha)
+    Ks = int(Z2 / hs)
+    # Near c = 1 (B small) the integrand is smooth on a scale d_phi / B in d and
+    # Gauss-Hermite needs fewer nodes than the trapezoid rule.
+    d_phi = kappa * 64.0 / (2.0 * math.pi)  # inverse of the activations' kappa = 2 pi d / 64
+    if B * GH_MIN_DISTANCE <= d_phi:
+        dd = _GH_POS_X
+        wd = _GH_POS_W
+    else:
+        hd = _step(kappa, q * beta * beta)
+        Kd = int(Z2 / hd)
+        dd = np.empty(Kd + 1)
+        wd = np.empty(Kd + 1)
+        for k in range(Kd + 1):
+            dd[k] = k * hd
+            wd[k] = hd * _pdf(k * hd) * (1.0 if k == 0 else 2.0)
+    r2 = Z2 * Z2
+    D = 0.0
+    Dl = 0.0
+    Dp = 0.0
+    j0 = 0 if odd else -Ks
+    for j in range(j0, Ks + 1):
+        s = j * hs
+        ws = hs * _pdf(s)
+        if odd and j > 0:
+            ws *= 2.0
         As = A * s
         rs = 0.0
         rl = 0.0
         rp = 0.0
-        for k in range(0, Kd + 1):
-            d = k * hd
+        for k in range(dd.shape[0]):
+            d = dd[k]
             if s * s + d * d > r2:
                 break
             p1, dp1 = phi(kind, As + B * d, a, b, ufn)

@@ -49,7 +49,9 @@ Q_ASYMPTOTIC = 100.0  # q past which a linear-growth phi counts as asymptoticall
 Q_TINY = 1e-30  # below this, and with V(0) = 0, the fixed point is q* = 0 exactly
 MAXIT_Q = 300
 MAXIT_C = 200
-NEWTON_ACCEPT = 1e-6  # consider accepting a Newton step below this (relative to eps)
+# Consider accepting a Newton step below this size (relative) without a further
+# evaluation; the quadratic-convergence error estimate then decides.
+NEWTON_ACCEPT = 1e-6
 N_HERMITE = 64  # dual-activation terms; the tail bound decides whether they suffice
 SERIES_TOL = 1e-13  # accept the series when its proven error bound on eps*, chi_c is below this
 
@@ -161,7 +163,7 @@ def solve_q(kind, a, b, ufn, cf, kinks, kappa, odd, sw2d, sb2, q0, v_slope_inf, 
         ``q_star`` is ``inf`` with status NO_FIXED_POINT when the map grows without bound;
         ``moments`` are :func:`moments1` at ``q_star`` (NaN when it is not finite).
     """
-    nan5 = (math.nan, math.nan, math.nan, math.nan, math.nan)
+    nan5 = (math.nan, math.nan, math.nan, math.nan, math.nan, math.nan, math.nan)
     empty = np.empty(0)
     if cf == CF_RELU or cf == CF_LINEAR:
         # V(q) = slope * q + sb2 exactly: closed-form fixed point (THEORY.md, closed forms).
@@ -230,6 +232,18 @@ def solve_q(kind, a, b, ufn, cf, kinks, kappa, odd, sw2d, sb2, q0, v_slope_inf, 
         # (g is then rounding noise amplified by 1/|V' - 1|).
         if step <= 4e-16 * x or (step >= prev_step and step <= 1e-12 * x):
             return x, OK, it, m
+        if step <= NEWTON_ACCEPT * x and x > 0.0 and lo < xn < hi:
+            # Quadratic convergence: after this step the error is g'' step^2 / (2 |g'|), with
+            # g'' = sw2d F''(q) = sw2d E[phi^2 He_4] / (4 q^2) known exactly.  When that is
+            # below rounding, accept xn and carry the moments to it to first order (their
+            # q-derivatives are the density-derivative moments), saving an evaluation.
+            gpp = sw2d * m[5] / (4.0 * x * x)
+            if abs(gpp) * step * step <= 2e-16 * x * abs(gp):
+                dq = xn - x
+                f2 = m[1] + m[2] / (2.0 * x) * dq
+                dF = m[2] / (2.0 * x) + m[5] / (4.0 * x * x) * dq
+                d2 = m[3] + m[6] / (2.0 * x) * dq
+                return xn, OK, it, (m[0], f2, 2.0 * xn * dF, d2, m[4], m[5], m[6])
         prev_step = step
         x = xn
     return x, Q_MAXITER, MAXIT_Q, nan5
@@ -237,26 +251,24 @@ def solve_q(kind, a, b, ufn, cf, kinks, kappa, odd, sw2d, sb2, q0, v_slope_inf, 
 
 @nb.njit(cache=True)
 def _series_delta(herm, tail, eps):
-    """Dual-activation series: (Delta(eps), q D'(c)) with c = 1 - eps, tail of D dropped.
+    """Dual-activation series: (Delta(eps), q D'(c)) with c = 1 - eps in [0, 1], tail dropped.
 
-    Delta = sum_{n<N} a_n^2 (1 - c^n) + tail - sum_{n>=N} a_n^2 c^n; the last sum is
-    dropped (it is at most c^N tail).  1 - c^n = -expm1(n log1p(-eps)) keeps full
-    relative accuracy for tiny eps.
+    Delta = sum_{n<N} a_n^2 (1 - c^n) + tail - sum_{n>=N} a_n^2 c^n; the last sum is dropped
+    (it is at most c^N tail).  1 - c^n = eps (1 + c + ... + c^(n-1)) is a sum of positive
+    terms, so it keeps full relative accuracy however small eps is.
     """
     c = 1.0 - eps
-    lc = math.log1p(-eps) if eps < 1.0 else -math.inf
-    dl = tail
+    dl = 0.0
     dp = 0.0
+    geo = 0.0  # 1 + c + ... + c^(n-1)
     cn1 = 1.0  # c^(n-1)
     for n in range(1, herm.shape[0]):
         a2 = herm[n] * herm[n]
-        if eps < 1.0:
-            dl += a2 * (-math.expm1(n * lc))
-        else:
-            dl += a2
+        geo = geo * c + 1.0
+        dl += a2 * geo
         dp += n * a2 * cn1
         cn1 *= c
-    return dl, dp
+    return tail + eps * dl, dp
 
 
 @nb.njit(cache=True)

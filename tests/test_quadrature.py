@@ -1,0 +1,98 @@
+"""The quadrature rules behind the solvers: step constants, the 2-D lattice rule, moments."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+
+import meanfield as mf
+from meanfield import _engine
+from meanfield import _expect as E
+
+from . import reference as ref
+
+SMOOTH = ["tanh", "silu", "gelu", "sigmoid", "softplus"]
+
+
+def _args(name):
+    return _engine.solver_args(mf.get_activation(name))
+
+
+@pytest.mark.parametrize("name", SMOOTH)
+def test_trapezoid_step_holds_against_a_four_times_finer_rule(name):
+    """kappa = 2 pi d / 64 must give rounding-level moments for q from 1e-2 to 3e3."""
+    kind, a, b, ufn, cf, kinks, kappa, odd = _args(name)
+    for q in np.geomspace(1e-2, 3e3, 12):
+        coarse = E.moments1s(kind, a, b, ufn, cf, kinks, kappa, odd, q, np.empty(0))
+        fine = E.moments1s(kind, a, b, ufn, cf, kinks, kappa / 4, odd, q, np.empty(0))
+        for i in (1, 3):  # E phi^2, E phi'^2
+            # ~1e-4 * q nodes are summed: allow their rounding, nothing more
+            assert coarse[i] == pytest.approx(fine[i], rel=2e-14)
+
+
+@pytest.mark.parametrize("name", SMOOTH)
+def test_two_point_lattice_rule(name):
+    """The lattice evaluation equals the per-pair rule, is converged in its step, and agrees
+    with an independent rule (split Gauss-Legendre panels, itself good to ~1e-12)."""
+    kind, a, b, ufn, cf, kinks, kappa, odd = _args(name)
+    far = np.array([1e9])  # a 'kink' outside the domain: plain panels, no split
+    for q in (0.05, 1.0, 3.0, 30.0):
+        for eps in (1e-7, 1e-3, 0.05, 0.4, 1.0, 1.6):
+            lat = E._moments2_smooth(kind, a, b, ufn, kappa, odd, q, eps)
+            half = E._moments2_smooth(kind, a, b, ufn, kappa / 2, odd, q, eps)
+            pairs = E._moments2_pairs(kind, a, b, ufn, kappa, odd, q, eps)
+            panels = E._moments2_kinked(kind, a, b, ufn, far, kappa * 0.3, q, eps)
+            scale = max(abs(half[0]), 1e-3 * q)  # D can vanish (odd phi at c = 0)
+            assert lat[0] == pytest.approx(half[0], abs=5e-14 * scale)
+            assert lat[0] == pytest.approx(pairs[0], abs=5e-14 * scale)
+            assert lat[0] == pytest.approx(panels[0], abs=1e-11 * scale)
+            for i in (1, 2):  # Delta and D' are positive
+                assert lat[i] == pytest.approx(half[i], rel=2e-14)
+                assert lat[i] == pytest.approx(pairs[i], rel=1e-13)
+                assert lat[i] == pytest.approx(panels[i], rel=1e-11)
+
+
+def test_density_derivative_moments():
+    """E[phi^2 He_4]/(4 q^2) and E[phi'^2 He_2]/(2 q) are the q-derivatives they stand for."""
+    f, df, kinks = ref.MP_ACTS["tanh"]
+    kind, a, b, ufn, cf, kk, kappa, odd = _args("tanh")
+    q = 1.7
+    m = E.moments1s(kind, a, b, ufn, cf, kk, kappa, odd, q, np.empty(0))
+    F = lambda t: ref.gauss1(lambda x: f(x) ** 2, t)  # noqa: E731
+    G = lambda t: ref.gauss1(lambda x: df(x) ** 2, t)  # noqa: E731
+    assert m[5] / (4 * q * q) == pytest.approx(float(ref.mp.diff(F, q, 2)), rel=1e-12)
+    assert m[6] / (2 * q) == pytest.approx(float(ref.mp.diff(G, q)), rel=1e-12)
+
+
+@pytest.mark.parametrize("name", ["erf", "sin"])
+def test_closed_form_derivative_moments(name):
+    f, df, _ = ref.MP_ACTS[name]
+    act = mf.get_activation(name)
+    kind, a, b, ufn, cf, kk, kappa, odd = _engine.solver_args(act)
+    q = 0.8
+    m = E.moments1s(kind, a, b, ufn, cf, kk, kappa, odd, q, np.empty(0))
+    F = lambda t: ref.gauss1(lambda x: f(x) ** 2, t)  # noqa: E731
+    G = lambda t: ref.gauss1(lambda x: df(x) ** 2, t)  # noqa: E731
+    assert m[5] / (4 * q * q) == pytest.approx(float(ref.mp.diff(F, q, 2)), rel=1e-12)
+    assert m[6] / (2 * q) == pytest.approx(float(ref.mp.diff(G, q)), rel=1e-12)
+
+
+def test_hermite_coefficients_against_mpmath():
+    f, _, _ = ref.MP_ACTS["tanh"]
+    kind, a, b, ufn, cf, kk, kappa, odd = _args("tanh")
+    q = 2.0
+    herm = np.zeros(12)
+    E.moments1s(kind, a, b, ufn, cf, kk, kappa, odd, q, herm)
+    sq = ref.mp.sqrt(q)
+    for n in (1, 3, 7, 11):
+        want = ref.mp.quad(lambda z: f(sq * z) * ref.mp.hermite(n, z / ref.mp.sqrt(2))
+                           * 2 ** (-ref.mp.mpf(n) / 2) * ref.mp.npdf(z), [-ref.mp.inf, 0, ref.mp.inf])
+        want /= ref.mp.sqrt(ref.mp.factorial(n))
+        assert herm[n] == pytest.approx(float(want), rel=1e-12, abs=1e-16)
+    assert np.all(herm[0::2] == 0.0)  # tanh is odd
+    # Parseval: sum a_n^2 -> E phi^2
+    full = np.zeros(64)
+    m = E.moments1s(kind, a, b, ufn, cf, kk, kappa, odd, 0.3, full)
+    assert math.fsum(full ** 2) == pytest.approx(m[1], rel=1e-12)
