@@ -2,13 +2,15 @@
 
 Phases (ordered / critical / chaotic), fixed points, depth scales and trainable depth for
 an activation and (sigma_w^2, sigma_b^2), following THEORY.md (variances, not standard
-deviations).
+deviations); NNGP/NTK kernels per depth; resumable sweeps; figures.
 """
 
+from . import plot
 from ._version import __version__
 
 # Activations
-from .activations import Activation, activations, get_activation, register_activation, unregister_activation
+from .activations import (Activation, activations, get_activation, register_activation,
+                          unregister_activation)
 
 # One point, grids, critical line, advice
 from .api import Result, analyze, critical_line, critical_sw2, fixed_points, phase_diagram
@@ -20,16 +22,15 @@ from ._kernels import kernels, ntk_metrics, two_point_kernels
 # Sweeps: chunked, resumable, distributed
 from ._sweep import SweepSpec, load_spec, open_sweep, sweep, sweep_status
 
-from . import plot  # noqa: E402  (figures: meanfield.plot.phase_diagram)
-
-
 __all__ = [
     "__version__",
+    # activations
     "Activation",
     "activations",
     "get_activation",
     "register_activation",
     "unregister_activation",
+    # mean-field quantities
     "Result",
     "analyze",
     "phase_diagram",
@@ -38,6 +39,16 @@ __all__ = [
     "fixed_points",
     "Recommendation",
     "recommend",
-
-
+    # kernels
+    "kernels",
+    "ntk_metrics",
+    "two_point_kernels",
+    # sweeps
+    "SweepSpec",
+    "load_spec",
+    "sweep",
+    "open_sweep",
+    "sweep_status",
+    # figures
+    "plot",
 ]

@@ -44,7 +44,7 @@ import math
 import numba as nb
 import numpy as np
 
-from .activations import CF_ERF, CF_LINEAR, CF_NONE, CF_RELU, CF_SIN, phi
+from .activations import CF_ERF, CF_LINEAR, CF_NONE, CF_RELU, phi
 
 # Truncation of the standard-normal variable: the Gaussian weight at 10 is 7.7e-23,
 # small enough even against the z^4 growth of phi^2 (z^2 - 1) for linear-growth phi.

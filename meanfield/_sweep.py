@@ -177,7 +177,7 @@ def _parse_axis(chk, name, table):
         return {"values": vals}
     missing = [k for k in ("start", "stop", "count") if k not in table]
     if missing:
-        chk.fail(where, missing[0], f"missing; an axis needs 'values' or start, stop and count")
+        chk.fail(where, missing[0], "missing; an axis needs 'values' or start, stop and count")
     start = chk.number(where, "start", table["start"], **bounds)
     stop = chk.number(where, "stop", table["stop"], **bounds)
     count = table["count"]
@@ -612,22 +612,24 @@ def _check_existing(store: Path, spec: SweepSpec, chunks_given: bool):
                          f"refusing to touch it")
     if meta.attrs.get("format") != _FORMAT:
         raise ValueError(f"store {str(store)!r} has layout format {meta.attrs.get('format')!r}, "
-                         f"this meanfield writes {_FORMAT}; use overwrite=True to replace it")
+                         f"this meanfield writes {_FORMAT}; pass overwrite=True "
+                         f"(CLI: --overwrite) to replace it")
     stored = json.loads(meta.attrs["spec"])
     diff = _diff(stored, _fingerprint(spec))
     if diff:
         raise ValueError(f"store {str(store)!r} was written by a different spec (differs in "
-                         f"{', '.join(diff)}); use overwrite=True to replace it")
+                         f"{', '.join(diff)}); pass overwrite=True (CLI: --overwrite) "
+                         f"to replace it")
     if meta.attrs.get("meanfield_version") != __version__:
         raise ValueError(f"store {str(store)!r} was written by meanfield "
                          f"{meta.attrs.get('meanfield_version')}, this is {__version__}; results "
-                         f"could differ, use overwrite=True to recompute")
+                         f"could differ, pass overwrite=True (CLI: --overwrite) to recompute")
     stored_chunks = dict(meta.attrs["chunks"])
     if stored_chunks != spec.chunks:
         if chunks_given:
             raise ValueError(f"store {str(store)!r} is chunked as {_describe(spec, stored_chunks)}, "
                              f"not {_describe(spec)}; resume with the store's chunks or use "
-                             f"overwrite=True")
+                             f"overwrite=True (CLI: --overwrite)")
         # The spec file's chunking changed: chunking never changes the values, so resume
         # with the store's layout.
         spec = spec.with_chunks(stored_chunks)
@@ -784,7 +786,7 @@ def sweep(spec_or_path, store, *, client=None, chunks=None, resume=True, overwri
     if store.exists() and not overwrite:
         if not resume:
             raise ValueError(f"store {str(store)!r} already exists; resume it or pass "
-                             f"overwrite=True to replace it")
+                             f"overwrite=True (CLI: --overwrite) to replace it")
         spec = _check_existing(store, spec, chunks is not None)
     elif store.exists():
         if _meta(store) is None and not (store.is_dir() and not any(store.iterdir())):
