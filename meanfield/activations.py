@@ -151,7 +151,7 @@ def _no_custom(x, a, b):
     return math.nan, math.nan
 
 
-@nb.njit(cache=True, inline="always")
+@nb.njit(cache=True)
 def phi(kind, x, a, b, ufn):
     """(phi(x), phi'(x)) for activation ``kind`` with parameters (a, b)."""
     if kind == K_TANH:
