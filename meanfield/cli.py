@@ -31,28 +31,22 @@ def parse_range(text, name):
     import numpy as np
 
     text = str(text).strip()
+    form = f"{name}: expected START:STOP:N or a comma-separated list of numbers, got {text!r}"
     try:
         if ":" in text:
             parts = text.split(":")
             if len(parts) != 3:
-                raise ValueError
+                raise ValueError(form)
             start, stop, n = float(parts[0]), float(parts[1]), int(parts[2])
-            if n < 1:
-                raise ValueError(f"{name}: the number of points must be >= 1, got {n}")
-            if n > 1 and not stop > start:
-                raise ValueError(f"{name}: STOP must be greater than START in {text!r}")
-            return np.linspace(start, stop, n)
-        return np.array([float(v) for v in text.split(",") if v.strip()])
-    except ValueError as exc:
-        if str(exc):
-            raise
-        raise ValueError(f"{name}: expected START:STOP:N or a comma-separated list, got {text!r}") \
-            from None
-
-
-def _float_list(text, name):
-    vals = parse_range(text, name)
-    return vals
+        else:
+            return np.array([float(v) for v in text.split(",") if v.strip()])
+    except ValueError:
+        raise ValueError(form) from None
+    if n < 1:
+        raise ValueError(f"{name}: the number of points must be >= 1, got {n}")
+    if n > 1 and not stop > start:
+        raise ValueError(f"{name}: STOP must be greater than START in {text!r}")
+    return np.linspace(start, stop, n)
 
 
 def _fmt(v):
