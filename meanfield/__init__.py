@@ -2,10 +2,11 @@
 
 Phases (ordered / critical / chaotic), fixed points, depth scales and trainable depth for
 an activation and (sigma_w^2, sigma_b^2), following THEORY.md (variances, not standard
-deviations); NNGP/NTK kernels per depth; resumable sweeps; figures.
+deviations); NNGP/NTK kernels per depth; resumable sweeps; figures; finite-width
+simulations (``meanfield.simulate``) and training experiments (``meanfield.trainability``).
 """
 
-from . import plot
+from . import plot, simulate, trainability
 from ._version import __version__
 
 # Activations
@@ -49,6 +50,8 @@ __all__ = [
     "sweep",
     "open_sweep",
     "sweep_status",
-    # figures
+    # figures, finite-width Monte Carlo, training experiments (submodules)
     "plot",
+    "simulate",
+    "trainability",
 ]

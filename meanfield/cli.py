@@ -184,7 +184,7 @@ def build_parser():
 
     # Optional feature modules register their own subcommands.
     for modname, hook in (("_cli_sweep", "add_sweep_parsers"), ("_cli_kernel", "add_kernel_parser"),
-                          ("_cli_extra", "add_parsers")):
+                          ("_cli_simulate", "add_parsers"), ("_cli_plot", "add_parsers")):
         try:
             mod = __import__(f"meanfield.{modname}", fromlist=[hook])
         except ModuleNotFoundError as exc:

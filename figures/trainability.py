@@ -1,0 +1,51 @@
+"""Regenerate figures/trainability_tanh.png and figures/trainability_tanh.nc.
+
+    cd /work/main && PYTHONPATH=. python3 figures/trainability.py
+
+(or, installed: ``python figures/trainability.py`` from the repository root).  About five
+minutes on two cores.  Trains tanh networks (width 100, sigma_b^2 = 0.05) for 300 SGD
+steps on scikit-learn's digits over a grid of sigma_w^2 and depth, and draws the training
+accuracy with the mean-field prediction 6 xi_c (Schoenholz et al. 2017) and the fitted
+boundary C xi_c; prints C.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import matplotlib
+
+matplotlib.use("Agg")
+
+import numpy as np  # noqa: E402
+
+from meanfield.trainability import fit_depth_constant, plot_trainability, trainability  # noqa: E402
+
+HERE = Path(__file__).resolve().parent
+SW2 = np.linspace(1.0, 4.0, 16)
+DEPTHS = (4, 8, 12, 16, 20, 25, 30, 40, 50, 60, 70)
+SETTINGS = dict(sb2=0.05, width=100, steps=300, batch_size=32, learning_rate=0.01, seed=0)
+
+
+def main():
+    from tqdm import tqdm
+
+    with tqdm(total=sum(DEPTHS), unit="layer", desc="training") as bar:
+        ds = trainability("tanh", SW2, DEPTHS, progress=bar.update, **SETTINGS)
+    fit = fit_depth_constant(ds)
+    out = ds.copy()
+    out["boundary_depth"] = fit.boundary_depth
+    out.attrs["fitted_depth_constant"] = float(fit.constant)
+    out.attrs["fitted_depth_constant_spread"] = float(fit.constant_spread)
+    out.attrs["fit_threshold"] = float(fit.threshold)
+    out.to_netcdf(HERE / "trainability_tanh.nc")
+    fig = plot_trainability(ds, fit)
+    fig.savefig(HERE / "trainability_tanh.png", dpi=150)
+    print(f"trainable depth = {float(fit.constant):.2f} xi_c (geometric spread x{float(fit.constant_spread):.2f}, "
+          f"{int(fit.n_fitted)} sw2 values; threshold accuracy {float(fit.threshold):.3f}); "
+          f"Schoenholz et al. predict 6 xi_c")
+    print(f"wrote {HERE / 'trainability_tanh.png'} and {HERE / 'trainability_tanh.nc'}")
+
+
+if __name__ == "__main__":
+    main()

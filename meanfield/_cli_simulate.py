@@ -1,0 +1,177 @@
+"""``meanfield simulate`` and ``meanfield trainability``: finite networks against the theory.
+
+    meanfield simulate ACT --sw2 SW2 --sb2 SB2 --depth L --width N [--networks K] [--seed S]
+                       [-o OUT.nc] [--png FIG.png]
+    meanfield trainability ACT [--sw2 START:STOP:N] [--sb2 SB2] [--depths 4,8,16]
+                       [--width N] [--steps S] [--seed S] -o OUT.nc [--png FIG.png]
+
+Bad input raises ValueError with a one-line message; the main CLI turns it into exit code 2.
+"""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+
+import numpy as np
+
+
+def add_parsers(subparsers):
+    """Register the ``simulate`` and ``trainability`` subcommands."""
+    p = subparsers.add_parser(
+        "simulate", help="Monte Carlo of finite-width random networks vs the mean-field theory",
+        description="Draw random fully connected networks of finite width and compare per layer "
+                    "q^l, c^l, E[delta^2] and the empirical NTK with the mean-field values "
+                    "(variances sw2, sb2; THEORY.md).")
+    p.add_argument("activation", help="activation name (see `meanfield activations`)")
+    p.add_argument("--sw2", type=float, required=True, help="weight variance sigma_w^2")
+    p.add_argument("--sb2", type=float, required=True, help="bias variance sigma_b^2")
+    p.add_argument("--depth", type=int, required=True, help="number of layers L >= 1")
+    p.add_argument("--width", type=int, required=True, help="layer width N >= 1")
+    p.add_argument("--networks", type=int, default=100, help="independent networks (default 100)")
+    p.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
+    p.add_argument("--c0", type=float, default=0.5, help="input correlation (default 0.5)")
+    p.add_argument("--ntk", choices=("auto", "yes", "no"), default="auto",
+                   help="measure the empirical NTK (auto: width <= 256)")
+    p.add_argument("-o", "--output", help="write the dataset to this netCDF file")
+    p.add_argument("--png", help="draw the comparison to this PNG")
+    p.set_defaults(func=run_simulate)
+
+    p = subparsers.add_parser(
+        "trainability", help="train networks on digits over (sw2, depth) and fit L_max = C xi_c",
+        description="SGD on scikit-learn's digits for networks initialized over a grid of sw2 "
+                    "and depths; records the training accuracy and fits the trainable depth as "
+                    "C xi_c (Schoenholz et al. 2017 predict C = 6).")
+    p.add_argument("activation", nargs="?", default="tanh", help="activation (default tanh)")
+    p.add_argument("--sw2", default="1:4:16", help="START:STOP:N or a list (default 1:4:16)")
+    p.add_argument("--sb2", type=float, default=0.05, help="bias variance (default 0.05)")
+    p.add_argument("--depths", default="4,8,12,16,20,25,30,40,50,60,70",
+                   help="comma-separated depths (default 4,8,...,70)")
+    p.add_argument("--width", type=int, default=100, help="layer width (default 100)")
+    p.add_argument("--steps", type=int, default=300, help="SGD steps (default 300)")
+    p.add_argument("--batch-size", type=int, default=32, help="minibatch size (default 32)")
+    p.add_argument("--lr", type=float, default=0.01, help="learning rate (default 0.01)")
+    p.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
+    p.add_argument("-o", "--output", required=True, help="output netCDF file (.nc)")
+    p.add_argument("--png", help="draw the heatmap to this PNG")
+    p.set_defaults(func=run_trainability)
+    return p
+
+
+def _check_paths(output, png):
+    if output is not None:
+        out = Path(output)
+        if out.suffix.lower() != ".nc":
+            raise ValueError(f"-o: output must end in .nc, got {out.name!r}")
+        if not out.resolve().parent.exists():
+            raise ValueError(f"-o: directory {str(out.parent)!r} does not exist")
+    if png is not None:
+        if not str(png).lower().endswith(".png"):
+            raise ValueError(f"--png: expected a .png file name, got {png!r}")
+        if not Path(png).resolve().parent.exists():
+            raise ValueError(f"--png: directory {str(Path(png).parent)!r} does not exist")
+
+
+def _save_png(fig, png):
+    fig.savefig(png, dpi=150)
+    print(f"wrote {png}")
+
+
+def _f(v):
+    return f"{v:.6g}" if math.isfinite(v) else str(v)
+
+
+def run_simulate(args) -> int:
+    """Handler of ``meanfield simulate``."""
+    from tqdm import tqdm
+
+    from .simulate import plot_simulation, simulate
+
+    _check_paths(args.output, args.png)
+    ntk = {"auto": None, "yes": True, "no": False}[args.ntk]
+    # delay: no bar at all for work that ends (or fails validation) within half a second
+    with tqdm(total=args.networks, desc="simulating", unit="network", delay=0.5) as bar:
+        ds = simulate(args.activation, args.sw2, args.sb2, args.depth, args.width,
+                      networks=args.networks, seed=args.seed, c0=args.c0, ntk=ntk,
+                      progress=bar.update)
+    print(format_simulation(ds))
+    if args.output:
+        ds.to_netcdf(args.output)
+        print(f"wrote {args.output}")
+    if args.png:
+        import matplotlib
+
+        matplotlib.use("Agg")
+        _save_png(plot_simulation(ds), args.png)
+    return 0
+
+
+def format_simulation(ds) -> str:
+    """Per-layer table: Monte Carlo mean +- SE and theory."""
+    a = ds.attrs
+    lines = [f"{a['activation']}  sw2={a['sw2']:g} sb2={a['sb2']:g}  width={a['width']}  "
+             f"networks={a['networks']}  seed={a['seed']}"]
+    head = f"{'l':>3} {'q (sim)':>20} {'q (MF)':>10} {'c (sim)':>20} {'c (MF)':>10} " \
+           f"{'E[d^2] (sim)':>22} {'E[d^2] (MF)':>11}"
+    ntk = bool(a["ntk_measured"])
+    if ntk:
+        head += f" {'NTK xx (sim)':>20} {'NTK (MF)':>10}"
+    lines.append(head)
+    for k in range(ds.sizes["depth"]):
+        def pm(name, **sel):
+            return (f"{_f(float(ds[name].isel(depth=k, **sel)))} +- "
+                    f"{float(ds[name + '_se'].isel(depth=k, **sel)):.2g}")
+
+        row = (f"{int(ds.depth[k]):>3} {pm('q', input=0):>20} "
+               f"{_f(float(ds.q_theory.isel(depth=k, input=0))):>10} {pm('correlation'):>20} "
+               f"{_f(float(ds.correlation_theory.isel(depth=k))):>10} {pm('grad', input=0):>22} "
+               f"{_f(float(ds.grad_theory.isel(depth=k, input=0))):>11}")
+        if ntk:
+            row += (f" {pm('ntk', pair=0):>20} "
+                    f"{_f(float(ds.ntk_theory.isel(depth=k, pair=0))):>10}")
+        lines.append(row)
+    return "\n".join(lines)
+
+
+def _depth_list(text):
+    try:
+        vals = [float(v) for v in str(text).split(",") if v.strip()]
+    except ValueError:
+        raise ValueError(f"--depths: expected a comma-separated list of integers, got {text!r}") \
+            from None
+    if not vals or any(not v.is_integer() or v < 1 for v in vals):
+        raise ValueError(f"--depths: expected a comma-separated list of integers >= 1, got {text!r}")
+    return [int(v) for v in vals]
+
+
+def run_trainability(args) -> int:
+    """Handler of ``meanfield trainability``."""
+    from tqdm import tqdm
+
+    from .cli import parse_range
+    from .trainability import fit_depth_constant, plot_trainability, trainability
+
+    _check_paths(args.output, args.png)
+    sw2 = parse_range(args.sw2, "--sw2")
+    depths = _depth_list(args.depths)
+    settings = dict(sb2=args.sb2, width=args.width, steps=args.steps, batch_size=args.batch_size,
+                    learning_rate=args.lr, seed=args.seed)
+    with tqdm(total=sum(depths), unit="layer", desc="training", delay=0.5) as bar:
+        ds = trainability(args.activation, sw2, depths, progress=bar.update, **settings)
+    fit = fit_depth_constant(ds)
+    out = ds.copy()
+    out["boundary_depth"] = fit.boundary_depth
+    out.attrs["fitted_depth_constant"] = float(fit.constant)
+    out.attrs["fitted_depth_constant_spread"] = float(fit.constant_spread)
+    out.attrs["fit_threshold"] = float(fit.threshold)
+    out.to_netcdf(args.output)
+    print(f"trainable depth L_max = {_f(float(fit.constant))} xi_c "
+          f"({int(fit.n_fitted)} sw2 values fitted; threshold accuracy "
+          f"{float(fit.threshold):.3f}; mean field predicts 6 xi_c)")
+    print(f"wrote {args.output}")
+    if args.png:
+        import matplotlib
+
+        matplotlib.use("Agg")
+        _save_png(plot_trainability(ds, fit), args.png)
+    return 0
