@@ -13,8 +13,6 @@ from __future__ import annotations
 import math
 from pathlib import Path
 
-import numpy as np
-
 
 def add_parsers(subparsers):
     """Register the ``simulate`` and ``trainability`` subcommands."""

@@ -91,7 +91,7 @@ def _explicit_ntk(act, sw2, sb2, L, N, X, seed, k):
     then Theta_ii(x, x') = sum over all parameters of the products.
     """
     d = X.shape[0]
-    Ws, bs = [], []
+    Ws = []
     n_in = d
     for m in range(L):
         om, be = S._draw(seed, [k], m, N, n_in)
