@@ -575,6 +575,9 @@ def ntk_metrics(X_train, y_train, X_test, activation, sw2, sb2, depth) -> xr.Dat
     with np.errstate(invalid="ignore", divide="ignore"):
         kappa = lam_max / lam_min
         kappa[status == STATUS_NONFINITE] = np.nan
+        # lambda_min at rounding level (it can even come out negative): the condition
+        # number is infinite at working precision, whatever the ratio's digits say.
+        kappa[status == STATUS_SINGULAR] = np.inf
         cond_ratio = np.full(L, np.nan)
         cond_ratio[1:] = kappa[1:] / kappa[:-1]
         diff = np.full(L, np.nan)  # diff[k] = |P^{k+1} - P^k|

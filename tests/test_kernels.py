@@ -274,6 +274,16 @@ def test_singular_kernel_is_flagged():
     assert bool(ds.singular.all())
     assert np.all(ds.status.values == 1)
     assert np.all(np.isnan(ds.prediction.values))
+    assert np.all(ds.condition_number.values == np.inf)  # never a negative or finite ratio
+
+
+def test_rank_deficient_first_layer_is_singular_not_negative():
+    """n > d: Theta^1 = sw2 X X^T / d + sb2 has rank <= d + 1."""
+    rng = np.random.default_rng(3)
+    X = rng.standard_normal((40, 10))
+    ds = ntk_metrics(X, np.sign(X[:, 0]), X[:5], "tanh", 1.5, 0.05, 3)
+    assert bool(ds.singular[0]) and ds.condition_number[0] == np.inf
+    assert np.all(ds.condition_number.values[~ds.singular.values] >= 1.0)
 
 
 def test_multi_output_prediction_and_memory_shape():
