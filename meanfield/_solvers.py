@@ -9,10 +9,12 @@ Length map (THEORY.md, "Length map")::
 
     V(q) = sw2d * E[phi(sqrt(q) z)^2] + sb2,   q* = V(q*)
 
-solved by safeguarded Newton on g(q) = V(q) - q, with V'(q) from the q-derivative of
-the Gaussian density (no phi'').  The root is the one the iteration q^{l+1} = V(q^l)
-reaches from q^0 = ``q0``: g > 0 means the iterates increase, so the bracket always
-keeps g(lo) >= 0 >= g(hi) around that root.
+solved by safeguarded Newton on g(q) = V(q) - q, with V'(q) and V''(q) from the
+q-derivatives of the Gaussian density (no phi'').  The root is the one the iteration
+q^{l+1} = V(q^l) reaches from q^0 = ``q0``: g > 0 means the iterates increase, so the
+bracket always keeps g(lo) >= 0 >= g(hi) around that root.  A per-activation table of
+E[phi^2] on a log grid of q finds that bracket and a start good to ~1e-9, after which
+one exact evaluation usually suffices (its quadratic-convergence error is known).
 
 Correlation map (THEORY.md, "Correlation map"), in eps = 1 - c::
 
