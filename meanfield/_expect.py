@@ -55,17 +55,6 @@ H_MAX = 0.5  # the trapezoid on exp(-z^2/2) alone is accurate to exp(-2 pi^2 / h
 PANELS_PER_STEP = 8.0  # a 16-point Gauss-Legendre panel spans 8 trapezoid steps
 PANEL_MAX = 2.0
 _GL_X, _GL_W = np.polynomial.legendre.leggauss(16)
-# Gauss-Hermite (probabilists') rule for the difference variable near c = 1: its nodes
-# d >= 0 with weights doubled for d > 0, normalized to the standard normal.
-_GH_N = 16
-_GH_X, _GH_W = np.polynomial.hermite_e.hermegauss(_GH_N)
-_GH_W = _GH_W / math.sqrt(2.0 * math.pi)
-_GH_POS_X = _GH_X[_GH_N // 2:].copy()
-_GH_POS_W = 2.0 * _GH_W[_GH_N // 2:]
-# Use it when the singularity of phi(A +- B d) nearest to the real d axis is at least this
-# many units away (distance d_phi / B).  Measured against a finer Gauss-Legendre rule: the
-# agreement reaches its ~1e-13 floor at 8 (pole-type phi) and 9 (gelu); 10 keeps a margin.
-GH_MIN_DISTANCE = 10.0
 _INV_SQRT_2PI = 1.0 / math.sqrt(2.0 * math.pi)
 _PI = math.pi
 
@@ -309,6 +298,8 @@ def _moments2_smooth(kind, a, b, ufn, kappa, odd, q, eps):
     # already satisfy A hs = B hd = kappa; shrinking a step only makes the rule finer.
     xs = A * hs
     xd = B * hd
+    if xs == 0.0 or xd == 0.0:
+        return _moments2_pairs(kind, a, b, ufn, kappa, odd, q, eps)  # c = -1: no lattice
     if xs >= xd:
         delta = xd
         P = max(1, int(xs / delta * (1.0 + 1e-12)))
@@ -373,27 +364,24 @@ def _moments2_smooth(kind, a, b, ufn, kappa, odd, q, eps):
 
 @nb.njit(cache=True)
 def _moments2_pairs(kind, a, b, ufn, kappa, odd, q, eps):
-    """The same sum/difference rule evaluating phi at every node pair (no lattice)."""
+    """The same sum/difference rule evaluating phi at every node pair (no lattice).
+
+    Used when the lattice would be finer than the node pairs are many (B small: the
+    capped d step makes delta tiny).  Same trapezoid rule, so both paths agree to rounding.
+    """
     alpha = math.sqrt(1.0 - 0.5 * eps)
     beta = math.sqrt(0.5 * eps)
     A = math.sqrt(q) * alpha
     B = math.sqrt(q) * beta
     hs = _step(kappa, q * alpha * alpha)
     Ks = int(Z2 / hs)
-    # Near c = 1 (B small) the integrand is smooth on a scale d_phi / B in d and
-    # Gauss-Hermite needs fewer nodes than the trapezoid rule.
-    d_phi = kappa * 64.0 / (2.0 * math.pi)  # inverse of the activations' kappa = 2 pi d / 64
-    if B * GH_MIN_DISTANCE <= d_phi:
-        dd = _GH_POS_X
-        wd = _GH_POS_W
-    else:
-        hd = _step(kappa, q * beta * beta)
-        Kd = int(Z2 / hd)
-        dd = np.empty(Kd + 1)
-        wd = np.empty(Kd + 1)
-        for k in range(Kd + 1):
-            dd[k] = k * hd
-            wd[k] = hd * _pdf(k * hd) * (1.0 if k == 0 else 2.0)
+    hd = _step(kappa, q * beta * beta)
+    Kd = int(Z2 / hd)
+    dd = np.empty(Kd + 1)
+    wd = np.empty(Kd + 1)
+    for k in range(Kd + 1):
+        dd[k] = k * hd
+        wd[k] = hd * _pdf(k * hd) * (1.0 if k == 0 else 2.0)
     r2 = Z2 * Z2
     D = 0.0
     Dl = 0.0

@@ -96,3 +96,22 @@ def test_hermite_coefficients_against_mpmath():
     full = np.zeros(64)
     m = E.moments1s(kind, a, b, ufn, cf, kk, kappa, odd, 0.3, full)
     assert math.fsum(full ** 2) == pytest.approx(m[1], rel=1e-12)
+
+
+@pytest.mark.parametrize("name", ["tanh", "gelu"])
+def test_two_point_rule_at_c_minus_one_also_in_parallel_code(name):
+    """c = -1 makes the sum variable vanish (A = 0); parallel Numba code divides by zero
+    silently (NumPy error model), so this edge must be handled before any division."""
+    from meanfield import _kernels_numba as K
+
+    kind, a, b, ufn, cf, kinks, kappa, odd = _args(name)
+    q = 1.3
+    eps = np.array([1.9, 2.0])
+    out = np.empty((2, 3))
+    K.node_moments(kind, a, b, ufn, cf, kinks, kappa, odd, q, eps, out)
+    for row, e in zip(out, eps):
+        want = E._moments2_pairs(kind, a, b, ufn, kappa, odd, q, e)
+        np.testing.assert_allclose(row, want, rtol=1e-13)
+    # at c = -1: E[phi(u) phi(-u)] and Delta = E phi^2 - that
+    m = E.moments1s(kind, a, b, ufn, cf, kinks, kappa, odd, q, np.empty(0))
+    assert out[1, 1] == pytest.approx(m[1] - out[1, 0], rel=1e-13)
