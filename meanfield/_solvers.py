@@ -54,7 +54,7 @@ MAXIT_C = 200
 # Consider accepting a Newton step below this size (relative) without a further
 # evaluation; the quadratic-convergence error estimate then decides.
 NEWTON_ACCEPT = 1e-6
-N_HERMITE = 64  # dual-activation terms; the tail bound decides whether they suffice
+N_HERMITE = 24  # dual-activation terms: past ~24 the Hermite pass costs more than the 2-D polish it saves
 SERIES_TOL = 1e-13  # accept the series when its proven error bound on eps*, chi_c is below this
 
 # Indices of the point-result vector.

@@ -92,6 +92,16 @@ def test_hermite_coefficients_against_mpmath():
         want /= ref.mp.sqrt(ref.mp.factorial(n))
         assert herm[n] == pytest.approx(float(want), rel=1e-12, abs=1e-16)
     assert np.all(herm[0::2] == 0.0)  # tanh is odd
+    # Coefficients near n = 64 need the range past their turning point 2 sqrt(n) = 16:
+    # compare with mpmath there too.
+    full = np.zeros(64)
+    E.moments1s(kind, a, b, ufn, cf, kk, kappa, odd, q, full)
+    for n in (41, 63):
+        want = ref.mp.quad(lambda z: f(sq * z) * ref.mp.hermite(n, z / ref.mp.sqrt(2))
+                           * 2 ** (-ref.mp.mpf(n) / 2) * ref.mp.npdf(z),
+                           [-ref.mp.inf, -16, -8, 0, 8, 16, ref.mp.inf])
+        want /= ref.mp.sqrt(ref.mp.factorial(n))
+        assert full[n] == pytest.approx(float(want), abs=1e-15)
     # Parseval: sum a_n^2 -> E phi^2
     full = np.zeros(64)
     m = E.moments1s(kind, a, b, ufn, cf, kk, kappa, odd, 0.3, full)
