@@ -52,6 +52,9 @@ from .activations import CF_ERF, CF_LINEAR, CF_NONE, CF_RELU, phi
 Z1 = 9.0
 # In 2-D the integrands are at most quadratic in (s, d); a disc of radius 9 leaves < 1e-17.
 Z2 = 9.0
+# Standing in for sqrt(q) in the q -> 0+ limit at a kink at 0: phi(x) ~ x there, so the
+# moments it leaves (~1e-300) are zero in float64 while phi' is taken on the right side.
+SQ_LIMIT = 1e-150
 H_MAX = 0.5  # the trapezoid on exp(-z^2/2) alone is accurate to exp(-2 pi^2 / h^2) ~ 1e-34
 PANELS_PER_STEP = 8.0  # a 16-point Gauss-Legendre panel spans 8 trapezoid steps
 PANEL_MAX = 2.0
@@ -209,6 +212,25 @@ def _breakpoints(kinks, scale, shift, lo, hi):
 
 
 @nb.njit(cache=True)
+def _kink_at_zero(kinks):
+    for k in range(kinks.shape[0]):
+        if kinks[k] == 0.0:
+            return True
+    return False
+
+
+@nb.njit(cache=True)
+def dphi2_at_zero(kind, a, b, ufn, kinks):
+    """lim_{q -> 0+} E[phi'(sqrt(q) z)^2]: phi'(0)^2, or (phi'(0+)^2 + phi'(0-)^2) / 2 at a kink."""
+    if _kink_at_zero(kinks):
+        _, dl = phi(kind, -SQ_LIMIT, a, b, ufn)
+        _, dr = phi(kind, SQ_LIMIT, a, b, ufn)
+        return 0.5 * (dl * dl + dr * dr)
+    _, d = phi(kind, 0.0, a, b, ufn)
+    return d * d
+
+
+@nb.njit(cache=True)
 def moments1(kind, a, b, ufn, cf, kinks, kappa, q, herm):
     """The five 1-D moments at variance q (see module docstring).
 
@@ -225,13 +247,17 @@ def moments1s(kind, a, b, ufn, cf, kinks, kappa, odd, q, herm):
         return _closed1(cf, a, q)
     acc = np.zeros(7)
     sq = math.sqrt(q)
+    if q == 0.0 and _kink_at_zero(kinks):
+        # Report the q -> 0+ limit: on either side of a kink at 0, phi' keeps its one-sided
+        # value (E[phi'^2] -> their mean square), which evaluating at 0 itself would miss.
+        sq = SQ_LIMIT
     h = _step(kappa, q)
     want_herm = herm.shape[0] > 0
     # He_n(z) sqrt(pdf) oscillates out to its turning point 2 sqrt(n) and only then decays;
     # stopping at Z1 would leave ~1e-12 in a_n for n ~ 30-60, so the Hermite pass runs past
     # the last turning point, where the weight is below e^-64.
     zmax = max(Z1, 2.0 * math.sqrt(herm.shape[0]) + 3.0) if want_herm else Z1
-    if kinks.shape[0] == 0 or q == 0.0:
+    if kinks.shape[0] == 0 or sq == 0.0:
         K = int(zmax / h)
         nmax = 2 * K + 1
         zs = np.empty(nmax if want_herm else 0)
@@ -281,7 +307,7 @@ def moments1s(kind, a, b, ufn, cf, kinks, kappa, odd, q, herm):
                         nn += 1
     if want_herm:
         _hermite_sums(zs, wps, nn, herm)
-        if odd and (kinks.shape[0] == 0 or q == 0.0):
+        if odd and (kinks.shape[0] == 0 or sq == 0.0):
             # Folded sums: odd-n terms were doubled correctly; even-n coefficients are zero.
             for n in range(0, herm.shape[0], 2):
                 herm[n] = 0.0

@@ -35,7 +35,7 @@ import math
 import numba as nb
 import numpy as np
 
-from ._expect import moments1s, moments2
+from ._expect import dphi2_at_zero, moments1s, moments2
 from .activations import CF_LINEAR, CF_NONE, CF_RELU, phi
 
 # Status codes (first failure wins).  Kept in sync with api.STATUS_MEANINGS.
@@ -181,8 +181,9 @@ def solve_q(kind, a, b, ufn, cf, kinks, kappa, odd, sw2d, sb2, q0, v_slope_inf, 
         return q, OK, 0, moments1s(kind, a, b, ufn, cf, kinks, kappa, odd, q, empty)
 
     expands_at_infinity = sw2d * v_slope_inf > 1.0  # False when the slope is unknown (NaN)
-    p0, dp0 = phi(kind, 0.0, a, b, ufn)
+    p0, _ = phi(kind, 0.0, a, b, ufn)
     zero_is_fixed = (sw2d * p0 * p0 + sb2) == 0.0  # V(0) = 0
+    vp0 = sw2d * dphi2_at_zero(kind, a, b, ufn, kinks)  # V'(0+) when phi(0) = 0
     lo = 0.0
     hi = math.inf
     x = q0
@@ -203,11 +204,11 @@ def solve_q(kind, a, b, ufn, cf, kinks, kappa, odd, sw2d, sb2, q0, v_slope_inf, 
         if x > 0.0:
             gp = sw2d * m[2] / (2.0 * x) - 1.0
         else:
-            gp = sw2d * dp0 * dp0 - 1.0  # V'(0) when phi(0) = 0
+            gp = vp0 - 1.0
         if g == 0.0:
             # V(q) = q to rounding.  Near 0 with V(0) = 0 and V'(0) <= 1 this is the map
             # q - O(q^2) being indistinguishable from the identity: the fixed point is 0.
-            if zero_is_fixed and x < 1e-8 * max(q0, 1.0) and sw2d * dp0 * dp0 <= 1.0:
+            if zero_is_fixed and x < 1e-8 * max(q0, 1.0) and vp0 <= 1.0:
                 return 0.0, OK, it, moments1s(kind, a, b, ufn, cf, kinks, kappa, odd, 0.0, empty)
             return x, OK, it, m
         if g > 0.0:
@@ -414,8 +415,7 @@ def analyze_point(kind, a, b, ufn, cf, kinks, kappa, odd, tq, tF, tS, slope_p, s
     if q > 0.0:
         vprime = sw2d * m[2] / (2.0 * q)
     else:
-        p0, dp0 = phi(kind, 0.0, a, b, ufn)
-        vprime = sw2d * dp0 * dp0  # phi(0) = 0 here, so V'(0) = sw2d phi'(0)^2
+        vprime = sw2d * m[3]  # phi(0) = 0 here, so V'(0+) = sw2d lim E[phi'^2] (m is that limit)
     chi1 = sw2 * m[3]
     chig = sw2d * m[3]
     out[I_VP] = vprime

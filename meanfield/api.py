@@ -314,10 +314,18 @@ def critical_sw2(activation, sb2, *, q0=1.0, sw2_max=1e4) -> float:
     # (tanh: q* ~ (sw2 - 1)/2 cancels the first order), so Brent's bracket cannot shrink
     # below ~sqrt(eps).  The edge of the q* = 0 branch is exact: use it when it is the root.
     if sb2 == 0.0 and float(act(0.0)) == 0.0:
-        d0 = float(act.derivative(0.0))
-        if d0 != 0.0 and abs(root * d0 * d0 - 1.0) < 1e-6:
-            return 1.0 / (d0 * d0)
+        d2 = _dphi2_at_zero(act)
+        if d2 != 0.0 and abs(root * d2 - 1.0) < 1e-6:
+            return 1.0 / d2
     return root
+
+
+def _dphi2_at_zero(act):
+    """lim_{q->0+} E[phi'(sqrt(q) z)^2] (the one-sided mean square at a kink at 0)."""
+    from ._expect import dphi2_at_zero
+
+    kind, a, b, ufn, _, kinks, _, _ = _engine.solver_args(act)
+    return float(dphi2_at_zero(kind, a, b, ufn, kinks))
 
 
 def critical_line(activation, sb2, *, q0=1.0) -> xr.DataArray:
@@ -347,11 +355,11 @@ def fixed_points(activation, sw2, sb2, *, rho=1.0, q_min=1e-8, q_max=1e8, n_scan
     rho = V.keep_probability(rho)
     kind, a, b, ufn, cf, kinks, kappa, _ = _engine.solver_args(act)
     sw2d = sw2 / rho
-    phi0, dphi0 = float(act(0.0)), float(act.derivative(0.0))
+    phi0, dphi2_0 = float(act(0.0)), _dphi2_at_zero(act)
 
     def g_and_slope(q):
         m = moments1(kind, a, b, ufn, cf, kinks, kappa, q, np.empty(0))
-        slope = sw2d * m[2] / (2 * q) if q > 0 else sw2d * dphi0 ** 2
+        slope = sw2d * m[2] / (2 * q) if q > 0 else sw2d * dphi2_0
         return sw2d * m[1] + sb2 - q, slope
 
     out = []

@@ -174,6 +174,21 @@ def test_tanh_zero_bias_facts():
     assert crit.q_star == 0.0 and crit.phase == "critical" and math.isinf(crit.xi_c)
 
 
+def test_zero_length_limit_at_a_kink():
+    # SELU with sb2 = 0: q -> 0 and phi' differs on the two sides of 0, so
+    # chi_1 -> sw2 lambda^2 (1 + alpha^2) / 2 (the q -> 0+ limit), not sw2 phi'(0)^2.
+    from meanfield.activations import SELU_ALPHA, SELU_LAMBDA
+
+    d2 = SELU_LAMBDA ** 2 * (1.0 + SELU_ALPHA ** 2) / 2.0
+    r = mf.analyze("selu", 0.3, 0.0)
+    assert r.q_star == 0.0 and r.phase == "ordered"
+    assert r.chi1 == pytest.approx(0.3 * d2, rel=1e-14)
+    assert r.xi_q == pytest.approx(-1.0 / math.log(0.3 * d2), rel=1e-13)
+    assert mf.critical_sw2("selu", 0.0) == pytest.approx(1.0 / d2, rel=1e-15)
+    # ELU (alpha = 1) has phi' continuous at 0: chi_1 = sw2 on the q* = 0 branch.
+    assert mf.analyze("elu", 0.7, 0.0).chi1 == pytest.approx(0.7, rel=1e-14)
+
+
 def test_tanh_critical_line_against_reference():
     sb2 = 0.05
     got = mf.critical_sw2("tanh", sb2)
