@@ -266,6 +266,21 @@ def test_mean_predictor_decay_rate_when_chaotic(act, sw2, sb2):
     assert float(ds.prediction_distance[-1]) < 1e-2 * float(ds.prediction_distance[2])
 
 
+def test_mean_predictor_approach_is_algebraic_when_ordered():
+    # Ordered: Theta^l - const shrinks like chi_1^l, but the predictor depends on its shape,
+    # which converges like 1/l: the local rate is 1 - O(1/l), far above chi_1.
+    X, y, Xt = _data()
+    L = 160
+    ds = ntk_metrics(X, y, Xt, "tanh", 1.4, 0.05, L)
+    assert ds.attrs["phase"] == "ordered" and not bool(ds.singular.any())
+    assert float(ds.theory_decay_rate) == 1.0
+    r = ds.decay_rate.values
+    k1, k2 = 79, L - 2  # depths 80 and L - 1
+    assert r[k2] > float(ds.chi1) + 0.05
+    p1, p2 = (1 - r[k1]) * (k1 + 1), (1 - r[k2]) * (k2 + 1)
+    assert 0 < p2 and p1 == pytest.approx(p2, rel=0.3)  # 1 - r^l ~ p / l
+
+
 def test_singular_kernel_is_flagged():
     X, y, Xt = _data()
     X = np.vstack([X, X[:1]])  # a duplicated input makes Theta exactly singular
