@@ -1,9 +1,8 @@
 """Regenerate figures/trainability_tanh.png and figures/trainability_tanh.nc.
 
-    cd /work/main && PYTHONPATH=. python3 figures/trainability.py
+    python figures/trainability.py
 
-(or, installed: ``python figures/trainability.py`` from the repository root).  About five
-minutes on two cores.  Trains tanh networks (width 100, sigma_b^2 = 0.05) for 300 SGD
+About five minutes on two cores.  Trains tanh networks (width 100, sigma_b^2 = 0.05) for 300 SGD
 steps on scikit-learn's digits over a grid of sigma_w^2 and depth, and draws the training
 accuracy with the mean-field prediction 6 xi_c (Schoenholz et al. 2017) and the fitted
 boundary C xi_c; prints C.
@@ -11,6 +10,7 @@ boundary C xi_c; prints C.
 
 from __future__ import annotations
 
+import sys
 from pathlib import Path
 
 import matplotlib
@@ -18,6 +18,9 @@ import matplotlib
 matplotlib.use("Agg")
 
 import numpy as np  # noqa: E402
+
+# The figure must show this checkout's library, not whatever version is installed.
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from meanfield.trainability import fit_depth_constant, plot_trainability, trainability  # noqa: E402
 

@@ -1,0 +1,110 @@
+"""``meanfield plot``: draw a stored phase diagram or sweep to a PNG.
+
+    meanfield plot STORE -o FILE.png [--var chi1] [--select DIM=VALUE ...]
+
+STORE is a zarr store written by :func:`meanfield.sweep` / ``meanfield sweep`` /
+``meanfield diagram -o X.zarr``, or a netCDF file from ``meanfield diagram`` or
+``meanfield export``.  A dataset with an extra dimension (``activation``, ``rho``) is drawn
+one panel per value unless ``--select`` picks one.  Bad input raises ValueError with a
+one-line message; the main CLI turns it into exit code 2.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+
+def add_parsers(subparsers):
+    """Register the ``plot`` subcommand on an argparse ``subparsers`` object."""
+    p = subparsers.add_parser(
+        "plot", help="draw a stored phase diagram (.nc file or zarr store) to a PNG",
+        description="Draw the phase diagram stored in STORE (a zarr store from `meanfield sweep` "
+                    "or `meanfield diagram`, or a netCDF file from `meanfield diagram`/`export`): "
+                    "VAR over (sw2, sb2) with the critical line chi_1 = 1 and max-depth contours.")
+    p.add_argument("store", metavar="STORE", help="zarr store directory or .nc file")
+    p.add_argument("-o", "--output", required=True, metavar="FILE.png", help="PNG file to write")
+    p.add_argument("--var", default="chi1", help="variable to colour by (default chi1)")
+    p.add_argument("--select", action="append", default=[], metavar="DIM=VALUE",
+                   help="keep one value of an extra dimension, e.g. activation=tanh or rho=0.9 "
+                        "(nearest value for numbers); repeatable")
+    p.add_argument("--dpi", type=int, default=150, help="resolution of the PNG (default 150)")
+    p.set_defaults(func=run_plot)
+    return p
+
+
+def open_dataset(path):
+    """Open a netCDF file or a zarr store (sweep store or plain) as an xarray.Dataset."""
+    import xarray as xr
+
+    path = Path(path)
+    if not path.exists():
+        raise ValueError(f"STORE: no such file or directory: {str(path)!r}")
+    try:
+        if path.is_dir():
+            return xr.open_zarr(str(path), consolidated=False)
+        return xr.open_dataset(str(path))
+    except Exception as exc:  # xarray raises many types for a file it cannot read
+        kind = "zarr store" if path.is_dir() else "netCDF file"
+        msg = str(exc).splitlines()[0] if str(exc) else ""
+        raise ValueError(f"STORE: cannot read {str(path)!r} as a {kind} ({type(exc).__name__}: {msg})") \
+            from None
+
+
+def _select(ds, items):
+    for item in items:
+        dim, sep, value = item.partition("=")
+        dim = dim.strip()
+        if not sep or not dim:
+            raise ValueError(f"--select: expected DIM=VALUE, got {item!r}")
+        if dim not in ds.dims:
+            extra = [d for d in ds.dims if d not in ("sw2", "sb2")]
+            raise ValueError(f"--select: {dim!r} is not a dimension of the dataset"
+                             + (f"; choose from {', '.join(map(str, extra))}" if extra else ""))
+        coord = ds[dim]
+        if coord.dtype.kind in "fiu":
+            try:
+                v = float(value)
+            except ValueError:
+                raise ValueError(f"--select: {dim} takes a number, got {value!r}") from None
+            ds = ds.sel({dim: v}, method="nearest")
+        else:
+            labels = [str(x) for x in coord.values]
+            if value not in labels:
+                raise ValueError(f"--select: {dim}={value!r} not found; choose from {', '.join(labels)}")
+            ds = ds.isel({dim: labels.index(value)})
+    return ds
+
+
+def run_plot(args) -> int:
+    """Handler of ``meanfield plot``; returns the exit code (0)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    from . import plot
+
+    out = Path(args.output)
+    if out.suffix.lower() != ".png":
+        raise ValueError(f"-o: expected a .png file name, got {args.output!r}")
+    if not out.parent.exists():
+        raise ValueError(f"-o: directory {str(out.parent)!r} does not exist")
+    ds = _select(open_dataset(args.store), args.select)
+    if args.var not in ds:
+        raise ValueError(f"--var: {args.var!r} is not in {args.store}; choose one of "
+                         f"{', '.join(map(str, ds.data_vars))}")
+    extra = [d for d in ds[args.var].dims if d not in ("sw2", "sb2")]
+    if not {"sw2", "sb2"} <= set(ds[args.var].dims):
+        raise ValueError(f"--var: {args.var!r} is not over (sw2, sb2) (dims {ds[args.var].dims})")
+    if len(extra) > 1:
+        raise ValueError(f"--var: {args.var!r} has dims {', '.join(extra)} besides sw2, sb2; "
+                         f"--select all but one of them")
+    fig = plot.phase_diagram_facets(ds, args.var) if extra else plot.phase_diagram(ds, args.var)
+    try:
+        fig.savefig(out, dpi=args.dpi)
+    except OSError as exc:
+        raise ValueError(f"-o: cannot write {str(out)!r} ({exc.strerror})") from None
+    finally:
+        plt.close(fig)
+    print(f"wrote {out}")
+    return 0
