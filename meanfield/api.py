@@ -287,7 +287,10 @@ def critical_sw2(activation, sb2, *, q0=1.0, sw2_max=1e4) -> float:
     chi_1 < 1.  For the ReLU family chi_1 = sw2 (1 + a^2)/2 does not depend on q*, so
     the answer is 2/(1 + a^2) for every sb2 (though for sb2 > 0 q* is infinite there).
 
-    Returns NaN if chi_1 never crosses 1 for sw2 in (0, sw2_max] (e.g. sigmoid at large sb2).
+    Returns NaN if chi_1 never equals 1 for sw2 in (0, sw2_max]: it stays on one side (e.g.
+    sigmoid at large sb2), is NaN inside the bracket, or jumps across 1 because q* jumps
+    there (gelu and silu at small sb2 > 0: the fixed point reached from q0 leaves a finite
+    branch for q* = inf, a discontinuous transition with no edge of chaos).
     """
     act = get_activation(activation)
     sb2 = V.variance("sb2", sb2)
@@ -308,7 +311,15 @@ def critical_sw2(activation, sb2, *, q0=1.0, sw2_max=1e4) -> float:
         return math.nan
     if fhi == 0.0:
         return hi
-    root = optimize.brentq(f, lo, hi, xtol=1e-15, rtol=4 * np.finfo(float).eps, maxiter=200)
+    try:
+        root = optimize.brentq(f, lo, hi, xtol=1e-15, rtol=4 * np.finfo(float).eps, maxiter=200)
+    except ValueError:  # brentq refuses a NaN chi_1 met inside the bracket
+        return math.nan
+    # Brent also converges onto a jump of chi_1 across 1; a crossing has chi_1 - 1 at the
+    # rounding level next to the root (chi_1 is at worst quadratic there), a jump does not.
+    d = 1e-9 * root
+    if min(abs(f(root - d)), abs(f(root + d))) > 1e-6:
+        return math.nan
     # With sb2 = 0 and phi(0) = 0 the ordered side has q* = 0 and chi_1 = sw2 phi'(0)^2
     # exactly, while on the chaotic side chi_1 - 1 is only quadratic in the distance
     # (tanh: q* ~ (sw2 - 1)/2 cancels the first order), so Brent's bracket cannot shrink

@@ -134,7 +134,8 @@ def recommend(activation, depth, *, sb2=None, depth_constant=DEFAULT_DEPTH_CONST
     sb2 = V.variance("sb2", sb2)
     sw2c = critical_sw2(act, sb2)
     if not math.isfinite(sw2c):
-        raise ValueError(f"sb2: {act.name} has no critical line at sb2 = {sb2:g}")
+        raise ValueError(f"sb2: {act.name} has no critical line at sb2 = {sb2:g} (chi_1 never "
+                         f"equals 1 there; try another sb2)")
 
     def f(x):
         r = analyze(act, x, sb2, depth_constant=dc)

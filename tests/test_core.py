@@ -254,6 +254,17 @@ def test_gelu_large_q_near_critical():
     assert r.chi1 == pytest.approx(chi1, rel=1e-10)
 
 
+def test_no_critical_point_where_chi1_jumps():
+    # silu at sb2 = 0.05: the fixed point reached from q = 1 is ~0.2 with chi_1 ~ 0.78 up to
+    # some sw2, then the map grows without bound (chi_1 -> sw2/2 ~ 1.08): chi_1 jumps across
+    # 1 and never equals it.  Brent converges onto the jump; it must not be reported.
+    assert math.isnan(mf.critical_sw2("silu", 0.05))
+    with pytest.raises(ValueError, match="no critical line"):
+        mf.recommend("silu", depth=100, sb2=0.05)
+    # At large sb2 chi_1 -> 1 continuously as q* -> inf at sw2 = 2 (as for ReLU).
+    assert mf.critical_sw2("gelu", 1.0) == pytest.approx(2.0, rel=1e-12)
+
+
 # --------------------------------------------------------------------------- custom activations
 
 
