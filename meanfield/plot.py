@@ -782,7 +782,9 @@ def critical_lines(activations=("tanh", "erf", "relu", "selu", "gelu"), sb2=None
     """Critical lines chi_1 = 1 of several activations in the (sw2, sb2) plane.
 
     Each line is :func:`meanfield.critical_line`; left of a line its activation is
-    ordered, right of it chaotic.
+    ordered, right of it chaotic.  A line has a gap where chi_1 jumps across 1 instead of
+    crossing it (gelu and silu at small sb2: q* jumps to infinity), since there is no
+    edge of chaos there.
 
     Parameters
     ----------
