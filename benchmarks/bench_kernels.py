@@ -119,11 +119,17 @@ def tanh_baseline(X, sw2, sb2, L):
 
 
 # --------------------------------------------------------------------------- helpers
+REPEATS = 3  # best of: this shared 2-core machine varies by +-30% from run to run
+
+
 def timed(f, *args):
     f(*args)  # warm-up: compilation/cache load and first touch of memory
-    t = time.perf_counter()
-    out = f(*args)
-    return time.perf_counter() - t, out
+    best = math.inf
+    for _ in range(REPEATS):
+        t = time.perf_counter()
+        out = f(*args)
+        best = min(best, time.perf_counter() - t)
+    return best, out
 
 
 def peak_mb(f, *args):
