@@ -401,7 +401,7 @@ def length_map(activation, sw2=(1.0, 4.0, 9.0, 16.0), sb2=0.09, *, q0=None, q_ma
 
     act = _act(activation)
     sw2s = _values("sw2", sw2)
-    sb2 = float(_values("sb2", sb2)[0]) if np.ndim(sb2) == 0 else _scalar_error("sb2", sb2)
+    sb2 = _scalar_variance("sb2", sb2)
     fps = [fixed_points(act, w, sb2) for w in sw2s]
     if q_max is None:
         qs = [p["q"] for fp in fps for p in fp if math.isfinite(p["q"])]
@@ -435,8 +435,11 @@ def length_map(activation, sw2=(1.0, 4.0, 9.0, 16.0), sb2=0.09, *, q0=None, q_ma
     return fig
 
 
-def _scalar_error(name, value):
-    raise ValueError(f"{name} must be a single number, got {value!r}")
+def _scalar_variance(name, value):
+    """One non-negative finite variance as a float (ValueError otherwise)."""
+    if np.ndim(value) != 0:
+        raise ValueError(f"{name} must be a single number, got {value!r}")
+    return float(_values(name, value)[0])
 
 
 def correlation_map(activation, sw2=(1.0, 4.0, 9.0, 16.0), sb2=0.09, *, c0=0.1, n_steps=8, ax=None):
@@ -470,7 +473,7 @@ def correlation_map(activation, sw2=(1.0, 4.0, 9.0, 16.0), sb2=0.09, *, c0=0.1, 
 
     act = _act(activation)
     sw2s = _values("sw2", sw2)
-    sb2 = float(_values("sb2", sb2)[0]) if np.ndim(sb2) == 0 else _scalar_error("sb2", sb2)
+    sb2 = _scalar_variance("sb2", sb2)
     c0 = float(c0)
     if not -1.0 <= c0 <= 1.0:
         raise ValueError(f"c0 must be in [-1, 1], got {c0}")
@@ -564,7 +567,7 @@ def depth_profiles(activation, sw2=(1.5, 1.76, 2.5), sb2=0.05, *, depth=60, q1=3
 
     act = _act(activation)
     sw2s = _values("sw2", sw2)
-    sb2 = float(_values("sb2", sb2)[0]) if np.ndim(sb2) == 0 else _scalar_error("sb2", sb2)
+    sb2 = _scalar_variance("sb2", sb2)
     fig, axes = _plt().subplots(2, 2, figsize=(9.6, 7.4), layout="constrained")
     for k, w in enumerate(sw2s):
         colour = PALETTE[k % len(PALETTE)]
