@@ -53,3 +53,17 @@ def variance(name, value):
 def keep_probability(value):
     """Dropout keep probability rho in (0, 1]."""
     return scalar("rho", value, minimum=0.0, inclusive=False, maximum=1.0)
+
+
+def integer(name, value, minimum):
+    """An integer >= ``minimum`` (an integral float is accepted; bool is not), or ValueError."""
+    if isinstance(value, bool):
+        raise ValueError(f"{name} must be an integer >= {minimum}, got {value!r}")
+    try:
+        f = float(value)
+        ok = math.isfinite(f) and f.is_integer()
+    except (TypeError, ValueError):
+        ok = False
+    if not ok or int(f) < minimum:
+        raise ValueError(f"{name} must be an integer >= {minimum}, got {value!r}")
+    return int(f)

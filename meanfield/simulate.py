@@ -53,21 +53,8 @@ PAIRS = ("xx", "x'x'", "xx'")
 
 
 # --------------------------------------------------------------------------- validation
-def _integer(name, value, minimum):
-    if isinstance(value, bool):
-        raise ValueError(f"{name} must be an integer >= {minimum}, got {value!r}")
-    try:
-        f = float(value)
-        ok = math.isfinite(f) and f.is_integer()
-    except (TypeError, ValueError):
-        ok = False
-    if not ok or int(f) < minimum:
-        raise ValueError(f"{name} must be an integer >= {minimum}, got {value!r}")
-    return int(f)
-
-
 def _seed(seed):
-    return _integer("seed", seed, 0)
+    return V.integer("seed", seed, 0)
 
 
 def _rng(seed, *key):
@@ -210,13 +197,13 @@ def _check(activation, sw2, sb2, depth, width, networks, seed, q0, c0, input_dim
     act = get_activation(activation)
     sw2 = V.variance("sw2", sw2)
     sb2 = V.variance("sb2", sb2)
-    depth = _integer("depth", depth, 1)
-    width = _integer("width", width, 1)
-    networks = _integer("networks", networks, 2)
+    depth = V.integer("depth", depth, 1)
+    width = V.integer("width", width, 1)
+    networks = V.integer("networks", networks, 2)
     seed = _seed(seed)
     q0 = V.scalar("q0", q0, minimum=0.0, inclusive=False)
     c0 = V.scalar("c0", c0, minimum=-1.0, maximum=1.0)
-    input_dim = width if input_dim is None else _integer("input_dim", input_dim, 2)
+    input_dim = width if input_dim is None else V.integer("input_dim", input_dim, 2)
     if input_dim < 2:
         raise ValueError(f"input_dim must be >= 2 to hold two inputs, got {input_dim} "
                          f"(it defaults to the width)")
@@ -377,7 +364,7 @@ def width_convergence(activation, sw2, sb2, depth, widths=(16, 32, 64, 128, 256)
         of log error against log N); the theory values ``q_theory``, ``ntk_theory``.
     """
     try:
-        ws = [_integer("widths", w, 1) for w in np.atleast_1d(np.asarray(widths, dtype=object))]
+        ws = [V.integer("widths", w, 1) for w in np.atleast_1d(np.asarray(widths, dtype=object))]
     except TypeError:
         raise ValueError(f"widths must be a sequence of integers >= 1, got {widths!r}") from None
     if len(set(ws)) < 2:

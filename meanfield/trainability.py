@@ -44,19 +44,6 @@ CHANCE = 1.0 / N_CLASSES  # accuracy of a constant guess on the (nearly balanced
 PREDICTED_CONSTANT = 6.0
 
 
-def _integer(name, value, minimum):
-    if isinstance(value, bool):
-        raise ValueError(f"{name} must be an integer >= {minimum}, got {value!r}")
-    try:
-        f = float(value)
-        ok = math.isfinite(f) and f.is_integer()
-    except (TypeError, ValueError):
-        ok = False
-    if not ok or int(f) < minimum:
-        raise ValueError(f"{name} must be an integer >= {minimum}, got {value!r}")
-    return int(f)
-
-
 def digits_data(n_samples=None):
     """scikit-learn's digits, standardized per pixel and scaled to |x|^2/d = 1.
 
@@ -76,7 +63,7 @@ def digits_data(n_samples=None):
     X = np.asarray(data.data, dtype=np.float64)
     y = np.asarray(data.target, dtype=np.int64)
     if n_samples is not None:
-        n = _integer("n_samples", n_samples, N_CLASSES)
+        n = V.integer("n_samples", n_samples, N_CLASSES)
         X, y = X[:n], y[:n]
     sd = X.std(axis=0)
     # Border pixels are always 0: leave them 0 rather than divide by a zero spread.
@@ -250,18 +237,18 @@ def trainability(activation="tanh", sw2=np.linspace(1.0, 4.0, 16), depths=(4, 8,
     w = V.variance_array("sw2", sw2)
     sb2 = V.variance("sb2", sb2)
     try:
-        ds_ = [_integer("depths", L, 1) for L in np.atleast_1d(np.asarray(depths, dtype=object))]
+        ds_ = [V.integer("depths", L, 1) for L in np.atleast_1d(np.asarray(depths, dtype=object))]
     except TypeError:
         raise ValueError(f"depths must be integers >= 1, got {depths!r}") from None
     if not ds_:
         raise ValueError("depths is empty")
     if len(set(ds_)) != len(ds_):
         raise ValueError(f"depths contains duplicates: {list(depths)!r}")
-    width = _integer("width", width, 1)
-    steps = _integer("steps", steps, 1)
-    batch_size = _integer("batch_size", batch_size, 1)
+    width = V.integer("width", width, 1)
+    steps = V.integer("steps", steps, 1)
+    batch_size = V.integer("batch_size", batch_size, 1)
     lr = V.scalar("learning_rate", learning_rate, minimum=0.0, inclusive=False)
-    seed = _integer("seed", seed, 0)
+    seed = V.integer("seed", seed, 0)
     depth_constant = V.scalar("depth_constant", depth_constant, minimum=0.0, inclusive=False)
     X, y = digits_data(n_samples)
     if batch_size > len(y):
