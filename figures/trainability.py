@@ -22,7 +22,8 @@ import numpy as np  # noqa: E402
 # The figure must show this checkout's library, not whatever version is installed.
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from meanfield.trainability import fit_depth_constant, plot_trainability, trainability  # noqa: E402
+from meanfield.trainability import (  # noqa: E402
+    fit_depth_constant, plot_trainability, trainability, with_fit)
 
 HERE = Path(__file__).resolve().parent
 SW2 = np.linspace(1.0, 4.0, 16)
@@ -36,11 +37,7 @@ def main():
     with tqdm(total=sum(DEPTHS), unit="layer", desc="training") as bar:
         ds = trainability("tanh", SW2, DEPTHS, progress=bar.update, **SETTINGS)
     fit = fit_depth_constant(ds)
-    out = ds.copy()
-    out["boundary_depth"] = fit.boundary_depth
-    out.attrs["fitted_depth_constant"] = float(fit.constant)
-    out.attrs["fitted_depth_constant_spread"] = float(fit.constant_spread)
-    out.attrs["fit_threshold"] = float(fit.threshold)
+    out = with_fit(ds, fit)
     out.to_netcdf(HERE / "trainability_tanh.nc")
     fig = plot_trainability(ds, fit)
     fig.savefig(HERE / "trainability_tanh.png", dpi=150)

@@ -147,7 +147,7 @@ def run_trainability(args) -> int:
     from tqdm import tqdm
 
     from .cli import parse_range
-    from .trainability import fit_depth_constant, plot_trainability, trainability
+    from .trainability import fit_depth_constant, plot_trainability, trainability, with_fit
 
     _check_paths(args.output, args.png)
     sw2 = parse_range(args.sw2, "--sw2")
@@ -157,11 +157,7 @@ def run_trainability(args) -> int:
     with tqdm(total=sum(depths), unit="layer", desc="training", delay=0.5) as bar:
         ds = trainability(args.activation, sw2, depths, progress=bar.update, **settings)
     fit = fit_depth_constant(ds)
-    out = ds.copy()
-    out["boundary_depth"] = fit.boundary_depth
-    out.attrs["fitted_depth_constant"] = float(fit.constant)
-    out.attrs["fitted_depth_constant_spread"] = float(fit.constant_spread)
-    out.attrs["fit_threshold"] = float(fit.threshold)
+    out = with_fit(ds, fit)
     out.to_netcdf(args.output)
     print(f"trainable depth L_max = {_f(float(fit.constant))} xi_c "
           f"({int(fit.n_fitted)} sw2 values fitted; threshold accuracy "

@@ -36,7 +36,7 @@ from ._version import __version__
 from .activations import get_activation
 from .api import analyze
 
-__all__ = ["digits_data", "trainability", "fit_depth_constant", "plot_trainability"]
+__all__ = ["digits_data", "trainability", "fit_depth_constant", "with_fit", "plot_trainability"]
 
 N_CLASSES = 10
 CHANCE = 1.0 / N_CLASSES  # accuracy of a constant guess on the (nearly balanced) digits
@@ -362,6 +362,18 @@ def fit_depth_constant(ds, threshold=None) -> xr.Dataset:
         },
         coords={"sw2": ds.sw2},
     )
+
+
+def with_fit(ds, fit) -> xr.Dataset:
+    """A copy of the experiment ``ds`` carrying its fit: ``boundary_depth`` over sw2 and the
+    attributes ``fitted_depth_constant``, ``fitted_depth_constant_spread``, ``fit_threshold``
+    (what is stored to disk, so the file explains its own result)."""
+    out = ds.copy()
+    out["boundary_depth"] = fit.boundary_depth
+    out.attrs["fitted_depth_constant"] = float(fit.constant)
+    out.attrs["fitted_depth_constant_spread"] = float(fit.constant_spread)
+    out.attrs["fit_threshold"] = float(fit.threshold)
+    return out
 
 
 def plot_trainability(ds, fit=None):
