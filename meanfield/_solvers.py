@@ -228,6 +228,10 @@ def solve_q(kind, a, b, ufn, cf, kinks, kappa, odd, sw2d, sb2, q0, v_slope_inf, 
                 xn = 4.0 * x if x > 0.0 else 1.0
             elif lo > 0.0:
                 xn = math.sqrt(lo * hi)
+            elif xn <= 0.0:
+                # Newton's root is below the rounding level of g at x (a tiny sb2 with
+                # V'(0) < 1): the root is at most ~1e-16 x, so step down by 1e-12 at once.
+                xn = 1e-12 * hi
             else:
                 xn = 0.25 * hi
         step = abs(xn - x)
@@ -240,11 +244,11 @@ def solve_q(kind, a, b, ufn, cf, kinks, kappa, odd, sw2d, sb2, q0, v_slope_inf, 
             # g'' = sw2d F''(q) = sw2d E[phi^2 He_4] / (4 q^2) known exactly.  When that is
             # below rounding, accept xn and carry the moments to it to first order (their
             # q-derivatives are the density-derivative moments), saving an evaluation.
-            gpp = sw2d * m[5] / (4.0 * x * x)
+            gpp = sw2d * m[5] / (4.0 * x) / x
             if abs(gpp) * step * step <= 2e-16 * x * abs(gp):
                 dq = xn - x
                 f2 = m[1] + m[2] / (2.0 * x) * dq
-                dF = m[2] / (2.0 * x) + m[5] / (4.0 * x * x) * dq
+                dF = m[2] / (2.0 * x) + m[5] / (4.0 * x) / x * dq
                 d2 = m[3] + m[6] / (2.0 * x) * dq
                 return xn, OK, it, (m[0], f2, 2.0 * xn * dF, d2, m[4], m[5], m[6])
         prev_step = step

@@ -254,6 +254,17 @@ def test_gelu_large_q_near_critical():
     assert r.chi1 == pytest.approx(chi1, rel=1e-10)
 
 
+@pytest.mark.parametrize("name", ["tanh", "gelu", "sin"])
+def test_tiny_bias_converges(name):
+    # Found by hypothesis: sb2 = 2.85e-262 hit the iteration cap (tanh) and divided by
+    # q^2 = 0 (gelu).  With V'(0) = sw2 phi'(0)^2 < 1 the fixed point is ~ sb2 / (1 - V'(0)).
+    sw2, sb2 = 0.8681790297665146, 2.851112776227314e-262
+    r = mf.analyze(name, sw2, sb2)
+    assert r.converged and r.phase == "ordered"
+    if name != "gelu":  # phi'(0) = 1: q* = sb2 / (1 - sw2) to first order, exact here
+        assert r.q_star == pytest.approx(sb2 / (1 - sw2), rel=1e-12)
+
+
 def test_no_critical_point_where_chi1_jumps():
     # silu at sb2 = 0.05: the fixed point reached from q = 1 is ~0.2 with chi_1 ~ 0.78 up to
     # some sw2, then the map grows without bound (chi_1 -> sw2/2 ~ 1.08): chi_1 jumps across
