@@ -13,7 +13,6 @@ import numpy as np
 from . import _solvers as S
 from .activations import CF_LINEAR, CF_RELU, Activation
 
-PARALLEL_CHUNK = 32  # points per dynamically scheduled parallel work item
 
 # Quantities returned per point, in the order of the solver's output vector.
 FIELDS = {
@@ -75,19 +74,12 @@ def compute_points(act: Activation, sw2, sb2, *, rho=1.0, q0=1.0, depth_constant
     flat_b = sb2.reshape(-1)
     out = np.empty((flat_w.size, S.N_OUT))
     if parallel:
-        # Cost per point varies tenfold between phases, and phases come in contiguous
-        # blocks: hand out small chunks dynamically instead of one static block per thread.
-        import numba
-
-        previous = numba.get_parallel_chunksize()
-        numba.set_parallel_chunksize(PARALLEL_CHUNK)
-        try:
-            S.analyze_grid_parallel(*solver_args(act), *q_table(act), float(act.slopes[0]),
-                                    float(act.slopes[1]),
-                                    flat_w, flat_b, float(rho), float(q0), float(depth_constant),
-                                    float(critical_tol), out)
-        finally:
-            numba.set_parallel_chunksize(previous)
+        # Cost per point varies tenfold between phases; analyze_grid_parallel interleaves
+        # the points across threads so each gets its share of the expensive ones.
+        S.analyze_grid_parallel(*solver_args(act), *q_table(act), float(act.slopes[0]),
+                                float(act.slopes[1]),
+                                flat_w, flat_b, float(rho), float(q0), float(depth_constant),
+                                float(critical_tol), out)
     else:
         S.analyze_grid_serial(*solver_args(act), *q_table(act), float(act.slopes[0]),
                               float(act.slopes[1]),
