@@ -3,7 +3,7 @@
 Run as ``python benchmarks/bench_kernels.py`` (from the repository root, or with the
 package importable).  For erf, relu and tanh it prints wall time and peak memory of
 :func:`meanfield.kernels` beside a plain NumPy implementation of the same
-recursion (THEORY.md, "Kernels on a data set"), measured in this run:
+recursion (docs/theory.md, "Kernels on a data set"), measured in this run:
 
 * erf, relu: vectorized NumPy closed forms on the full n x n matrices.
 * tanh: Gauss-Hermite tensor quadrature (``GH_NODES`` per axis, after a Cholesky
@@ -34,13 +34,14 @@ import numpy as np
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
 
-from meanfield import _kernels_numba as KN  # noqa: E402
-from meanfield import _kernels as KM  # noqa: E402
-from meanfield.activations import get_activation  # noqa: E402
+from meanfield.ntk import blocks as KN  # noqa: E402
+from meanfield.ntk import recursion as KM  # noqa: E402
+from meanfield import kernels  # noqa: E402
+from meanfield import get_activation  # noqa: E402
 
 N, DIM, DEPTH = 1000, 100, 50
 N_SUB = 40  # tanh Gauss-Hermite baseline: subsample size
-GH_NODES = 100  # per axis; THEORY.md: GH in z loses accuracy as q grows (here q < 1)
+GH_NODES = 100  # per axis; docs/theory.md: GH in z loses accuracy as q grows (here q < 1)
 N_REF = 60  # tanh accuracy check: subsample for the per-pair quadrature reference
 CASES = [  # (activation, sw2, sb2): phases from meanfield.analyze
     ("erf", 1.5, 0.05),   # chaotic, c* = 0.82
@@ -141,7 +142,7 @@ def peak_mb(f, *args):
 
 
 def ours(X, act, sw2, sb2, L):
-    ds = KM.kernels(X, act, sw2, sb2, L)
+    ds = kernels(X, act, sw2, sb2, L)
     return ds.nngp.values, ds.ntk.values
 
 
@@ -156,7 +157,7 @@ def scaled_err(a, b):
 def per_pair_reference(X, act, sw2, sb2, L):
     """Same recursion with the 2-D quadrature evaluated for every pair (no interpolant)."""
     n = X.shape[0]
-    rec = KM._setup(get_activation(act), sw2, sb2, X, [(np.arange(n), np.arange(n), True)])
+    rec = KM.setup(get_activation(act), sw2, sb2, X, [(np.arange(n), np.arange(n), True)])
     assert rec.shared
     rec.mode = KN.MODE_SHARED_QUAD
     S = np.empty((L, n, n))

@@ -58,7 +58,7 @@ def baseline_point(sw2, sb2, z, w):
 
 
 def erf_baseline(sw2, sb2, max_layers=2000, tol=1e-12):
-    """q*, c*, chi1 on the whole grid by iterating the closed-form erf maps (THEORY.md)."""
+    """q*, c*, chi1 on the whole grid by iterating the closed-form erf maps (docs/theory.md)."""
     W, B = np.meshgrid(sw2, sb2, indexing="ij")
     q = np.ones_like(W)
     for _ in range(max_layers):

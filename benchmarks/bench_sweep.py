@@ -31,7 +31,7 @@ import psutil
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import meanfield as mf  # noqa: E402
-from meanfield import _sweep as SW  # noqa: E402
+from meanfield import sweeps as SW  # noqa: E402
 
 
 class TreeRSS:

@@ -111,12 +111,10 @@ def test_erf_near_critical_keeps_one_minus_c():
                                   "hard_tanh"])
 @pytest.mark.parametrize("q", [1e-3, 0.7, 4.0, 30.0, 300.0])
 def test_one_point_moments_against_mpmath(name, q):
-    from meanfield import _engine
-    from meanfield._expect import moments1
+    from meanfield.core.gaussian.moments import moments1
 
     f, df, kinks = ref.MP_ACTS[name]
-    kind, a, b, ufn, cf, kk, kappa, _ = _engine.solver_args(mf.get_activation(name))
-    m = moments1(kind, a, b, ufn, cf, kk, kappa, q, np.empty(0))
+    m = moments1(mf.get_activation(name).record, q, np.empty(0), False)
     e_phi2 = float(ref.gauss1(lambda x: f(x) ** 2, q, kinks))
     e_dphi2 = float(ref.gauss1(lambda x: df(x) ** 2, q, kinks))
     assert m[1] == pytest.approx(e_phi2, rel=2e-14)
@@ -177,7 +175,7 @@ def test_tanh_zero_bias_facts():
 def test_zero_length_limit_at_a_kink():
     # SELU with sb2 = 0: q -> 0 and phi' differs on the two sides of 0, so
     # chi_1 -> sw2 lambda^2 (1 + alpha^2) / 2 (the q -> 0+ limit), not sw2 phi'(0)^2.
-    from meanfield.activations import SELU_ALPHA, SELU_LAMBDA
+    from meanfield.core.functions import SELU_ALPHA, SELU_LAMBDA
 
     d2 = SELU_LAMBDA ** 2 * (1.0 + SELU_ALPHA ** 2) / 2.0
     r = mf.analyze("selu", 0.3, 0.0)

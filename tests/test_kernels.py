@@ -1,4 +1,4 @@
-"""Tests of meanfield.kernels, ntk_metrics, two_point_kernels (NNGP/NTK on a data set; THEORY.md "Kernels on a data set").
+"""Tests of meanfield.kernels, ntk_metrics, two_point_kernels (NNGP/NTK on a data set; docs/theory.md "Kernels on a data set").
 
 Three tiers: closed forms against a 40-digit mpmath recursion written here; quadrature
 activations against an independent NumPy Gauss-Legendre rule in Cholesky coordinates;
@@ -15,9 +15,8 @@ import numpy as np
 import pytest
 from hypothesis import given, settings, strategies as st
 
-from meanfield.api import analyze, critical_sw2
-from meanfield._kernels import kernels, ntk_metrics, two_point_kernels
-from meanfield._cli_kernel import add_kernel_parser
+from meanfield import analyze, critical_sw2, kernels, ntk_metrics, two_point_kernels
+from meanfield.cli.kernel import register as add_kernel_parser
 
 
 def _sphere(rng, n, d):

@@ -14,7 +14,7 @@ from matplotlib.figure import Figure  # noqa: E402
 
 import meanfield as mf  # noqa: E402
 from meanfield import plot  # noqa: E402
-from meanfield._cli_plot import add_parsers  # noqa: E402
+from meanfield.cli.plot import register as add_parsers  # noqa: E402
 
 
 @pytest.fixture(autouse=True)
@@ -25,7 +25,7 @@ def _close_figures():
 
 @pytest.fixture(scope="module")
 def tanh_grid():
-    # sb2 = 0 is on the grid so the critical line's end point (sw2 = 1, THEORY.md) is drawn.
+    # sb2 = 0 is on the grid so the critical line's end point (sw2 = 1, docs/theory.md) is drawn.
     return mf.phase_diagram("tanh", np.linspace(0.5, 2.0, 31), np.linspace(0.0, 0.5, 11))
 
 
@@ -59,7 +59,7 @@ def test_phase_diagram_critical_line_near_one_at_sb2_zero(tanh_grid, tmp_path):
     _assert_labelled(fig)
     v = _critical_contour_vertices(fig)
     low = v[np.argmin(v[:, 1])]
-    # tanh with sb2 = 0 is critical at sw2 = 1 (THEORY.md); grid step in sw2 is 0.05.
+    # tanh with sb2 = 0 is critical at sw2 = 1 (docs/theory.md); grid step in sw2 is 0.05.
     assert low[1] == pytest.approx(0.0, abs=1e-12)
     assert low[0] == pytest.approx(1.0, abs=0.05)
     texts = " ".join(t.get_text() for t in fig.axes[0].texts)
@@ -158,7 +158,7 @@ def test_critical_lines():
     fig = plot.critical_lines(["relu", "erf"], sb2=np.linspace(0, 1, 5))
     _assert_labelled(fig)
     x, _ = fig.axes[0].lines[0].get_data()
-    np.testing.assert_allclose(x, 2.0, rtol=1e-12)  # ReLU: chi_1 = sw2/2 (THEORY.md)
+    np.testing.assert_allclose(x, 2.0, rtol=1e-12)  # ReLU: chi_1 = sw2/2 (docs/theory.md)
 
 
 def _cli(argv):

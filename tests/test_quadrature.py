@@ -8,25 +8,28 @@ import numpy as np
 import pytest
 
 import meanfield as mf
-from meanfield import _engine
-from meanfield import _expect as E
+from meanfield.core.gaussian import moments as E
 
 from . import reference as ref
 
 SMOOTH = ["tanh", "silu", "gelu", "sigmoid", "softplus"]
 
 
-def _args(name):
-    return _engine.solver_args(mf.get_activation(name))
+def _rec(name):
+    return mf.get_activation(name).record
+
+
+def _m1(rec, q, herm=None):
+    return E.moments1(rec, q, np.empty(0) if herm is None else herm, True)
 
 
 @pytest.mark.parametrize("name", SMOOTH)
 def test_trapezoid_step_holds_against_a_four_times_finer_rule(name):
     """kappa = 2 pi d / 64 must give rounding-level moments for q from 1e-2 to 3e3."""
-    kind, a, b, ufn, cf, kinks, kappa, odd = _args(name)
+    rec = _rec(name)
     for q in np.geomspace(1e-2, 3e3, 12):
-        coarse = E.moments1s(kind, a, b, ufn, cf, kinks, kappa, odd, q, np.empty(0))
-        fine = E.moments1s(kind, a, b, ufn, cf, kinks, kappa / 4, odd, q, np.empty(0))
+        coarse = _m1(rec, q)
+        fine = _m1(rec._replace(kappa=rec.kappa / 4), q)
         for i in (1, 3):  # E phi^2, E phi'^2
             # ~1e-4 * q nodes are summed: allow their rounding, nothing more
             assert coarse[i] == pytest.approx(fine[i], rel=2e-14)
@@ -36,14 +39,14 @@ def test_trapezoid_step_holds_against_a_four_times_finer_rule(name):
 def test_two_point_lattice_rule(name):
     """The lattice evaluation equals the per-pair rule, is converged in its step, and agrees
     with an independent rule (split Gauss-Legendre panels, itself good to ~1e-12)."""
-    kind, a, b, ufn, cf, kinks, kappa, odd = _args(name)
+    rec = _rec(name)
     far = np.array([1e9])  # a 'kink' outside the domain: plain panels, no split
     for q in (0.05, 1.0, 3.0, 30.0):
         for eps in (1e-7, 1e-3, 0.05, 0.4, 1.0, 1.6):
-            lat = E._moments2_smooth(kind, a, b, ufn, kappa, odd, q, eps)
-            half = E._moments2_smooth(kind, a, b, ufn, kappa / 2, odd, q, eps)
-            pairs = E._moments2_pairs(kind, a, b, ufn, kappa, odd, q, eps)
-            panels = E._moments2_kinked(kind, a, b, ufn, far, kappa * 0.3, q, eps)
+            lat = E._lattice_rule(rec, q, eps)
+            half = E._lattice_rule(rec._replace(kappa=rec.kappa / 2), q, eps)
+            pairs = E._pair_rule(rec, q, eps)
+            panels = E._kinked_rule(rec._replace(kinks=far, kappa=rec.kappa * 0.3), q, eps)
             scale = max(abs(half[0]), 1e-3 * q)  # D can vanish (odd phi at c = 0)
             assert lat[0] == pytest.approx(half[0], abs=5e-14 * scale)
             assert lat[0] == pytest.approx(pairs[0], abs=5e-14 * scale)
@@ -57,9 +60,8 @@ def test_two_point_lattice_rule(name):
 def test_density_derivative_moments():
     """E[phi^2 He_4]/(4 q^2) and E[phi'^2 He_2]/(2 q) are the q-derivatives they stand for."""
     f, df, kinks = ref.MP_ACTS["tanh"]
-    kind, a, b, ufn, cf, kk, kappa, odd = _args("tanh")
     q = 1.7
-    m = E.moments1s(kind, a, b, ufn, cf, kk, kappa, odd, q, np.empty(0))
+    m = _m1(_rec("tanh"), q)
     F = lambda t: ref.gauss1(lambda x: f(x) ** 2, t)  # noqa: E731
     G = lambda t: ref.gauss1(lambda x: df(x) ** 2, t)  # noqa: E731
     assert m[5] / (4 * q * q) == pytest.approx(float(ref.mp.diff(F, q, 2)), rel=1e-12)
@@ -69,10 +71,8 @@ def test_density_derivative_moments():
 @pytest.mark.parametrize("name", ["erf", "sin"])
 def test_closed_form_derivative_moments(name):
     f, df, _ = ref.MP_ACTS[name]
-    act = mf.get_activation(name)
-    kind, a, b, ufn, cf, kk, kappa, odd = _engine.solver_args(act)
     q = 0.8
-    m = E.moments1s(kind, a, b, ufn, cf, kk, kappa, odd, q, np.empty(0))
+    m = _m1(_rec(name), q)
     F = lambda t: ref.gauss1(lambda x: f(x) ** 2, t)  # noqa: E731
     G = lambda t: ref.gauss1(lambda x: df(x) ** 2, t)  # noqa: E731
     assert m[5] / (4 * q * q) == pytest.approx(float(ref.mp.diff(F, q, 2)), rel=1e-12)
@@ -81,10 +81,10 @@ def test_closed_form_derivative_moments(name):
 
 def test_hermite_coefficients_against_mpmath():
     f, _, _ = ref.MP_ACTS["tanh"]
-    kind, a, b, ufn, cf, kk, kappa, odd = _args("tanh")
+    rec = _rec("tanh")
     q = 2.0
     herm = np.zeros(12)
-    E.moments1s(kind, a, b, ufn, cf, kk, kappa, odd, q, herm)
+    _m1(rec, q, herm)
     sq = ref.mp.sqrt(q)
     for n in (1, 3, 7, 11):
         want = ref.mp.quad(lambda z: f(sq * z) * ref.mp.hermite(n, z / ref.mp.sqrt(2))
@@ -95,7 +95,7 @@ def test_hermite_coefficients_against_mpmath():
     # Coefficients near n = 64 need the range past their turning point 2 sqrt(n) = 16:
     # compare with mpmath there too.
     full = np.zeros(64)
-    E.moments1s(kind, a, b, ufn, cf, kk, kappa, odd, q, full)
+    _m1(rec, q, full)
     for n in (41, 63):
         want = ref.mp.quad(lambda z: f(sq * z) * ref.mp.hermite(n, z / ref.mp.sqrt(2))
                            * 2 ** (-ref.mp.mpf(n) / 2) * ref.mp.npdf(z),
@@ -104,7 +104,7 @@ def test_hermite_coefficients_against_mpmath():
         assert full[n] == pytest.approx(float(want), abs=1e-15)
     # Parseval: sum a_n^2 -> E phi^2
     full = np.zeros(64)
-    m = E.moments1s(kind, a, b, ufn, cf, kk, kappa, odd, 0.3, full)
+    m = _m1(rec, 0.3, full)
     assert math.fsum(full ** 2) == pytest.approx(m[1], rel=1e-12)
 
 
@@ -112,16 +112,16 @@ def test_hermite_coefficients_against_mpmath():
 def test_two_point_rule_at_c_minus_one_also_in_parallel_code(name):
     """c = -1 makes the sum variable vanish (A = 0); parallel Numba code divides by zero
     silently (NumPy error model), so this edge must be handled before any division."""
-    from meanfield import _kernels_numba as K
+    from meanfield.ntk import blocks as K
 
-    kind, a, b, ufn, cf, kinks, kappa, odd = _args(name)
+    rec = _rec(name)
     q = 1.3
     eps = np.array([1.9, 2.0])
     out = np.empty((2, 3))
-    K.node_moments(kind, a, b, ufn, cf, kinks, kappa, odd, q, eps, out)
+    K.node_moments(rec, q, eps, out)
     for row, e in zip(out, eps):
-        want = E._moments2_pairs(kind, a, b, ufn, kappa, odd, q, e)
+        want = E._pair_rule(rec, q, e)
         np.testing.assert_allclose(row, want, rtol=1e-13)
     # at c = -1: E[phi(u) phi(-u)] and Delta = E phi^2 - that
-    m = E.moments1s(kind, a, b, ufn, cf, kinks, kappa, odd, q, np.empty(0))
+    m = _m1(rec, q)
     assert out[1, 1] == pytest.approx(m[1] - out[1, 0], rel=1e-13)

@@ -21,8 +21,9 @@ import xarray as xr  # noqa: E402
 
 import meanfield as mf  # noqa: E402
 from meanfield import simulate as S  # noqa: E402
+from meanfield.experiments import simulate as SX  # noqa: E402
 from meanfield import trainability as T  # noqa: E402
-from meanfield._cli_simulate import add_parsers  # noqa: E402
+from meanfield.cli.experiments import register as add_parsers  # noqa: E402
 
 # Layer-1 NTK and the top-layer gradient scale have no randomness in some entries (SE = 0);
 # agreement there is to rounding.
@@ -70,7 +71,7 @@ def test_a_wrong_theory_is_rejected(wide, case):
     """The same measurements against the theory at 1.1 sw2 must fail the 3-SE test."""
     act, sw2, sb2 = case
     ds = wide[case]
-    wrong = S._theory(mf.get_activation(act), 1.1 * sw2, sb2, 4, 1.0, 0.5)
+    wrong = SX._theory(mf.get_activation(act), 1.1 * sw2, sb2, 4, 1.0, 0.5)
     for name, th in (("q", wrong[0]), ("grad", wrong[2])):
         z = np.abs(ds[name].values - th) / np.maximum(ds[f"{name}_se"].values, 1e-300)
         assert z.max() > 3.0, (name, z)
@@ -94,7 +95,7 @@ def _explicit_ntk(act, sw2, sb2, L, N, X, seed, k):
     Ws = []
     n_in = d
     for m in range(L):
-        om, be = S._draw(seed, [k], m, N, n_in)
+        om, be = SX._draw(seed, [k], m, N, n_in)
         Ws.append((om[0], be[0, :, 0], math.sqrt(sw2 / n_in)))
         n_in = N
     out = np.zeros((L, 3))
@@ -131,7 +132,7 @@ def test_empirical_ntk_equals_explicit_backprop(act):
     L, N = 3, 5
     ds = S.simulate(act, 1.7, 0.2, depth=L, width=N, networks=2, seed=5, input_dim=4,
                     ntk=True, keep_networks=True)
-    X = S.two_inputs(4, 1.0, 0.5, 5)
+    X = SX.two_inputs(4, 1.0, 0.5, 5)
     for k in range(2):
         ref = _explicit_ntk(mf.get_activation(act), 1.7, 0.2, L, N, X, 5, k)
         np.testing.assert_allclose(ds.ntk_networks.values[k], ref, rtol=1e-12)
@@ -170,12 +171,12 @@ def test_reproducible_and_independent_of_batching():
     # size of 1 changes nothing.
     d = S.simulate("tanh", 1.3, 0.1, 3, 40, networks=3, seed=7, keep_networks=True)
     np.testing.assert_array_equal(a.q_networks.values[:3], d.q_networks.values)
-    old = S.BATCH_BYTES
+    old = SX.BATCH_BYTES
     try:
-        S.BATCH_BYTES = 1
+        SX.BATCH_BYTES = 1
         e = S.simulate("tanh", 1.3, 0.1, 3, 40, networks=6, seed=7, keep_networks=True)
     finally:
-        S.BATCH_BYTES = old
+        SX.BATCH_BYTES = old
     for name in ("q", "correlation", "grad", "ntk"):
         np.testing.assert_allclose(e[f"{name}_networks"].values, a[f"{name}_networks"].values,
                                    rtol=1e-13, atol=1e-300)

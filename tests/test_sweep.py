@@ -18,8 +18,10 @@ import zarr
 from hypothesis import HealthCheck, given, settings, strategies as st
 
 import meanfield as mf
-from meanfield import _sweep as SW
-from meanfield._cli_sweep import add_sweep_parsers
+from meanfield import sweeps as SW
+from meanfield.cli.sweep import register as add_sweep_parsers
+from meanfield.core.critical import critical_line_from_data
+from meanfield.sweeps.spec import _normalize, _to_toml
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -218,8 +220,8 @@ def test_any_chunking_equals_phase_diagram(tmp_path_factory, cw, cb):
 # --------------------------------------------------------------------------- resume
 KILLED_RUN = """
 import sys, time
-import meanfield._engine as E
-from meanfield._sweep import sweep
+import meanfield.core.engine as E
+from meanfield import sweep
 original = E.compute_points
 
 def slow(*args, **kwargs):
@@ -234,7 +236,7 @@ sweep(sys.argv[1], sys.argv[2], workers=1, progress=False)
 
 def test_resume_after_sigkill(tmp_path):
     spec_path = tmp_path / "erf.toml"
-    spec_path.write_text(SW._to_toml(SW._normalize(spec_dict("erf", chunks=(2, 2)), "", None)))
+    spec_path.write_text(_to_toml(_normalize(spec_dict("erf", chunks=(2, 2)), "", None)))
     store = tmp_path / "s.zarr"
     env = dict(os.environ, PYTHONPATH=str(ROOT) + os.pathsep + os.environ.get("PYTHONPATH", ""))
     proc = subprocess.Popen([sys.executable, "-c", KILLED_RUN, str(spec_path), str(store)], env=env)
@@ -348,7 +350,7 @@ def cli(*argv):
 
 def test_cli_sweep_info_export(tmp_path, capsys):
     spec_path = tmp_path / "erf.toml"
-    spec_path.write_text(SW._to_toml(SW._normalize(spec_dict("erf"), "", None)))
+    spec_path.write_text(_to_toml(_normalize(spec_dict("erf"), "", None)))
     store = tmp_path / "s.zarr"
     assert cli("sweep", spec_path, "-o", store, "--workers", "1", "--no-progress",
                "--chunks", "6,4") == 0
@@ -358,11 +360,11 @@ def test_cli_sweep_info_export(tmp_path, capsys):
     text = capsys.readouterr().out
     assert "100.0%" in text and "96/96 points" in text
     ds = SW.open_sweep(store).load()
-    for code, name in mf.api.PHASES.items():
+    for code, name in ((int(p), p.flag) for p in mf.Phase):
         n = int((ds["phase"] == code).sum())
         assert (f"{name} {n} " in text) == (n > 0)
     # The critical line read off the grid agrees with the root finder to grid resolution.
-    line = SW.critical_line_from_data(ds)
+    line = critical_line_from_data(ds)
     dw = np.diff(ds["sw2"].values).max()
     for sb2, w in zip(ds["sb2"].values, line.values):
         if np.isfinite(w):
@@ -381,7 +383,7 @@ def test_cli_sweep_info_export(tmp_path, capsys):
 
 def test_cli_bad_input_leaves_store_alone(tmp_path):
     good = tmp_path / "good.toml"
-    good.write_text(SW._to_toml(SW._normalize(spec_dict("relu"), "", None)))
+    good.write_text(_to_toml(_normalize(spec_dict("relu"), "", None)))
     store = tmp_path / "s.zarr"
     cli("sweep", good, "-o", store, "--workers", "1", "--no-progress")
     before = SW.open_sweep(store).load()

@@ -8,9 +8,12 @@ from dataclasses import dataclass
 import numpy as np
 from scipy import optimize
 
-from . import _validate as V
-from .activations import CF_LINEAR, CF_RELU, get_activation
-from .api import DEFAULT_DEPTH_CONSTANT, analyze, critical_sw2
+from . import validate as V
+from .activation import get_activation
+from .analysis import analyze
+from .critical import critical_sw2
+from .functions import CF_LINEAR, CF_RELU
+from .vocabulary import DEPTH_CONSTANT
 
 # Default bias variances.  Homogeneous activations (ReLU family, linear) have their
 # critical point at sb2 = 0 (He et al. 2015: sw2 = 2 for ReLU).  For the others sb2 = 0
@@ -102,7 +105,7 @@ def _band_edge(f, x_crit, direction, limit):
         step *= 2.0
 
 
-def recommend(activation, depth, *, sb2=None, depth_constant=DEFAULT_DEPTH_CONSTANT) -> Recommendation:
+def recommend(activation, depth, *, sb2=None, depth_constant=DEPTH_CONSTANT) -> Recommendation:
     """The (sigma_w^2, sigma_b^2) to initialize a depth-L network with.
 
     Picks sb2 (default: 0 for the ReLU family and linear, 0.05 otherwise, see

@@ -10,21 +10,20 @@ Bad input raises ValueError with a one-line message; the main CLI turns it into 
 
 from __future__ import annotations
 
-import math
 from pathlib import Path
 
+from ..core.vocabulary import DEPTH_CONSTANT
+from .options import add_activation, add_network, fmt, parse_range
 
-def add_parsers(subparsers):
+
+def register(subparsers):
     """Register the ``simulate`` and ``trainability`` subcommands."""
     p = subparsers.add_parser(
         "simulate", help="Monte Carlo of finite-width random networks vs the mean-field theory",
         description="Draw random fully connected networks of finite width and compare per layer "
                     "q^l, c^l, E[delta^2] and the empirical NTK with the mean-field values "
-                    "(variances sw2, sb2; THEORY.md).")
-    p.add_argument("activation", help="activation name (see `meanfield activations`)")
-    p.add_argument("--sw2", type=float, required=True, help="weight variance sigma_w^2")
-    p.add_argument("--sb2", type=float, required=True, help="bias variance sigma_b^2")
-    p.add_argument("--depth", type=int, required=True, help="number of layers L >= 1")
+                    "(variances sw2, sb2; docs/theory.md).")
+    add_network(p)
     p.add_argument("--width", type=int, required=True, help="layer width N >= 1")
     p.add_argument("--networks", type=int, default=100, help="independent networks (default 100)")
     p.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
@@ -40,7 +39,7 @@ def add_parsers(subparsers):
         description="SGD on scikit-learn's digits for networks initialized over a grid of sw2 "
                     "and depths; records the training accuracy and fits the trainable depth as "
                     "C xi_c (Schoenholz et al. 2017 predict C = 6).")
-    p.add_argument("activation", nargs="?", default="tanh", help="activation (default tanh)")
+    add_activation(p, default="tanh")
     p.add_argument("--sw2", default="1:4:16", help="START:STOP:N or a list (default 1:4:16)")
     p.add_argument("--sb2", type=float, default=0.05, help="bias variance (default 0.05)")
     p.add_argument("--depths", default="4,8,12,16,20,25,30,40,50,60,70",
@@ -76,14 +75,15 @@ def _save_png(fig, png):
 
 
 def _f(v):
-    return f"{v:.6g}" if math.isfinite(v) else str(v)
+    return fmt(v, 6)
 
 
 def run_simulate(args) -> int:
     """Handler of ``meanfield simulate``."""
     from tqdm import tqdm
 
-    from .simulate import plot_simulation, simulate
+    from ..experiments.simulate import simulate
+    from ..plot import plot_simulation
 
     _check_paths(args.output, args.png)
     ntk = {"auto": None, "yes": True, "no": False}[args.ntk]
@@ -146,8 +146,8 @@ def run_trainability(args) -> int:
     """Handler of ``meanfield trainability``."""
     from tqdm import tqdm
 
-    from .cli import parse_range
-    from .trainability import fit_depth_constant, plot_trainability, trainability, with_fit
+    from ..experiments.trainability import fit_depth_constant, trainability, with_fit
+    from ..plot import plot_trainability
 
     _check_paths(args.output, args.png)
     sw2 = parse_range(args.sw2, "--sw2")
@@ -161,7 +161,7 @@ def run_trainability(args) -> int:
     out.to_netcdf(args.output)
     print(f"trainable depth L_max = {_f(float(fit.constant))} xi_c "
           f"({int(fit.n_fitted)} sw2 values fitted; threshold accuracy "
-          f"{float(fit.threshold):.3f}; mean field predicts 6 xi_c)")
+          f"{float(fit.threshold):.3f}; mean field predicts {DEPTH_CONSTANT:g} xi_c)")
     print(f"wrote {args.output}")
     if args.png:
         import matplotlib

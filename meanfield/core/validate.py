@@ -67,3 +67,8 @@ def integer(name, value, minimum):
     if not ok or int(f) < minimum:
         raise ValueError(f"{name} must be an integer >= {minimum}, got {value!r}")
     return int(f)
+
+
+def depth(value, name="depth"):
+    """A number of layers: an integer >= 1."""
+    return integer(name, value, 1)

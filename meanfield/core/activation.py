@@ -1,50 +1,45 @@
-"""Activation functions and their registry.
+"""Activations: the registry of built-in and user-registered activation functions.
 
-Every activation is a Numba-compiled scalar function ``f(x, a, b) -> (phi(x), phi'(x))``
-plus the facts the numerical core needs to integrate it exactly:
+An :class:`Activation` is a frozen description of phi with what the Gaussian-expectation
+core needs to integrate it exactly (docs/theory.md, "Numerics"):
 
-* ``closed_form``: which family of closed-form Gaussian expectations applies
-  (ReLU family, erf, linear, sin) or none (quadrature).
-* ``kinks``: the points where phi or phi' is not smooth; quadrature splits there,
-  because no rule that straddles a kink converges fast (THEORY.md, "Numerics").
-* ``quad_kappa``: sets the quadrature step, ``h = min(0.5, quad_kappa / sqrt(q))``
-  in the standard-normal variable z.  It is the distance d from the real axis to
-  the nearest singularity of phi (in x) times 2*pi/64, so that the trapezoid
-  error (~exp(-2 pi d / h), times the integrand's size near the pole) stays at
-  rounding level.  Entire functions get a value measured against references
-  (see ``tests/test_quadrature.py``).
-* ``odd``: phi(-x) = -phi(x); lets the 2-D rule use a quarter plane and makes
-  c* = 0 exact when sigma_b^2 = 0.
-* ``slopes``: the limits phi'(+inf), phi'(-inf) for activations that grow
-  linearly, used for chi_1 when the length map has no finite fixed point.
+* ``closed_form``: which family of closed-form Gaussian expectations applies (ReLU family,
+  erf, linear, sin) or none (quadrature).
+* ``kinks``: the points where phi or a derivative is not smooth; quadrature splits there,
+  because no rule that straddles a kink converges fast.
+* ``quad_kappa``: sets the quadrature step, ``h = min(0.5, quad_kappa / sqrt(q))`` in the
+  standard-normal variable z.  It is the distance d from the real axis to the nearest
+  singularity of phi (in x) times 2*pi/64, so that the trapezoid error (~exp(-2 pi d / h),
+  times the integrand's size near the pole) stays at rounding level.  Entire functions get
+  a value measured against references (``tests/test_quadrature.py``).
+* ``odd``: phi(-x) = -phi(x); lets the 2-D rule use a quarter plane and makes c* = 0 exact
+  when sigma_b^2 = 0.
+* ``slopes``: the limits phi'(+inf), phi'(-inf) for activations that grow linearly, used
+  for chi_1 when the length map has no finite fixed point.
 
-Users add their own with :func:`register_activation`.
+:meth:`Activation.record` hands the same facts to the jitted code as one
+:data:`~meanfield.core.functions.ActRecord`.  Users add their own activations with
+:func:`register_activation`.
 """
 
 from __future__ import annotations
 
+import json
 import math
 from dataclasses import dataclass, field
+from functools import cached_property
 from typing import Callable
 
 import numba as nb
 import numpy as np
 
-__all__ = ["Activation", "activations", "get_activation", "register_activation"]
+from .functions import (CF_ERF, CF_LINEAR, CF_NONE, CF_RELU, CF_SIN, K_CUSTOM, K_ELU, K_ERF,
+                        K_GELU, K_HARD_TANH, K_LINEAR, K_RELU, K_SIGMOID, K_SILU, K_SIN,
+                        K_SOFTPLUS, K_TANH, PHI_SIGNATURE, SELU_ALPHA, SELU_LAMBDA, ActRecord,
+                        evaluate, no_custom)
 
-# Closed-form families understood by the expectation kernels (meanfield/_expect.py).
-CF_NONE = 0
-CF_RELU = 1  # phi(x) = x for x > 0, a*x for x <= 0 (relu: a = 0, leaky_relu: a = slope)
-CF_ERF = 2
-CF_LINEAR = 3
-CF_SIN = 4
-
-_SQRT2 = math.sqrt(2.0)
-_INV_SQRT_2PI = 1.0 / math.sqrt(2.0 * math.pi)
-_TWO_OVER_SQRT_PI = 2.0 / math.sqrt(math.pi)
-# SELU constants from Klambauer et al. (2017), "Self-Normalizing Neural Networks".
-SELU_LAMBDA = 1.0507009873554804934193349852946
-SELU_ALPHA = 1.6732632423543772848170429916717
+__all__ = ["Activation", "activations", "get_activation", "register_activation",
+           "unregister_activation"]
 
 # Step-size constants: 2*pi*d/64 with d the singularity distance of phi in x.  The
 # plain bound exp(-2 pi d / h) would allow /40, but near a pole the integrand is large
@@ -53,138 +48,6 @@ SELU_ALPHA = 1.6732632423543772848170429916717
 _KAPPA_DIVISOR = 64.0
 _KAPPA_POLE_HALF_PI = 2.0 * math.pi * (0.5 * math.pi) / _KAPPA_DIVISOR  # tanh: poles at +-i*pi/2
 _KAPPA_POLE_PI = 2.0 * math.pi * math.pi / _KAPPA_DIVISOR  # logistic-based: poles at +-i*pi
-
-
-# --------------------------------------------------------------------------- built-ins
-@nb.njit(cache=True)
-def _tanh(x, a, b):
-    t = math.tanh(x)
-    return t, 1.0 - t * t
-
-
-@nb.njit(cache=True)
-def _relu_family(x, a, b):
-    if x > 0.0:
-        return x, 1.0
-    return a * x, a
-
-
-@nb.njit(cache=True)
-def _elu(x, a, b):
-    # a = alpha, b = output scale (1 for ELU, lambda for SELU)
-    if x > 0.0:
-        return b * x, b
-    e = math.expm1(x)
-    return b * a * e, b * a * (e + 1.0)
-
-
-@nb.njit(cache=True)
-def _gelu(x, a, b):
-    cdf = 0.5 * math.erfc(-x / _SQRT2)
-    return x * cdf, cdf + x * _INV_SQRT_2PI * math.exp(-0.5 * x * x)
-
-
-@nb.njit(cache=True)
-def _sigmoid_scalar(x):
-    # Two branches so that exp never overflows.
-    if x >= 0.0:
-        return 1.0 / (1.0 + math.exp(-x))
-    e = math.exp(x)
-    return e / (1.0 + e)
-
-
-@nb.njit(cache=True)
-def _silu(x, a, b):
-    s = _sigmoid_scalar(x)
-    return x * s, s * (1.0 + x * (1.0 - s))
-
-
-@nb.njit(cache=True)
-def _softplus(x, a, b):
-    return max(x, 0.0) + math.log1p(math.exp(-abs(x))), _sigmoid_scalar(x)
-
-
-@nb.njit(cache=True)
-def _sigmoid(x, a, b):
-    s = _sigmoid_scalar(x)
-    return s, s * (1.0 - s)
-
-
-@nb.njit(cache=True)
-def _erf(x, a, b):
-    return math.erf(x), _TWO_OVER_SQRT_PI * math.exp(-x * x)
-
-
-@nb.njit(cache=True)
-def _sin(x, a, b):
-    return math.sin(x), math.cos(x)
-
-
-@nb.njit(cache=True)
-def _linear(x, a, b):
-    return x, 1.0
-
-
-@nb.njit(cache=True)
-def _hard_tanh(x, a, b):
-    if x >= 1.0:
-        return 1.0, 0.0
-    if x <= -1.0:
-        return -1.0, 0.0
-    return x, 1.0
-
-
-# Kind codes: the Numba kernels dispatch on an integer (inlined, and cacheable across
-# processes, which a dispatcher passed as an argument is not: Numba keys its cache on the
-# dispatcher's address).  Custom activations come in as a typed first-class function.
-K_TANH, K_RELU, K_ELU, K_GELU, K_SILU, K_SOFTPLUS, K_SIGMOID, K_ERF, K_SIN, K_LINEAR, \
-    K_HARD_TANH = range(11)
-K_CUSTOM = 99
-
-PHI_SIGNATURE = nb.types.UniTuple(nb.types.float64, 2)(nb.types.float64, nb.types.float64,
-                                                       nb.types.float64)
-
-
-@nb.cfunc(PHI_SIGNATURE, cache=True)
-def _no_custom(x, a, b):
-    # Placeholder first-class function handed to the kernels for built-in activations.
-    return math.nan, math.nan
-
-
-@nb.njit(cache=True)
-def phi(kind, x, a, b, ufn):
-    """(phi(x), phi'(x)) for activation ``kind`` with parameters (a, b)."""
-    if kind == K_TANH:
-        return _tanh(x, a, b)
-    if kind == K_RELU:
-        return _relu_family(x, a, b)
-    if kind == K_ELU:
-        return _elu(x, a, b)
-    if kind == K_GELU:
-        return _gelu(x, a, b)
-    if kind == K_SILU:
-        return _silu(x, a, b)
-    if kind == K_SOFTPLUS:
-        return _softplus(x, a, b)
-    if kind == K_SIGMOID:
-        return _sigmoid(x, a, b)
-    if kind == K_ERF:
-        return _erf(x, a, b)
-    if kind == K_SIN:
-        return _sin(x, a, b)
-    if kind == K_LINEAR:
-        return _linear(x, a, b)
-    if kind == K_HARD_TANH:
-        return _hard_tanh(x, a, b)
-    return ufn(x, a, b)
-
-
-@nb.njit(cache=True)
-def _evaluate(kind, a, b, ufn, x, which):
-    out = np.empty_like(x)
-    for i in range(x.shape[0]):
-        out[i] = phi(kind, x[i], a, b, ufn)[which]
-    return out
 
 
 # --------------------------------------------------------------------------- registry
@@ -228,26 +91,33 @@ class Activation:
     odd: bool = False
     slopes: tuple = (math.nan, math.nan)
     formula: str = ""
-    ufn: Callable = field(default=_no_custom, repr=False, compare=False)
+    ufn: Callable = field(default=no_custom, repr=False, compare=False)
 
     @property
     def parameters(self) -> dict:
         """User-facing parameters as a dict, e.g. ``{"slope": 0.01}``."""
         return {k: float(v) for k, v in zip(self.param_names, self.params)}
 
+    @cached_property
+    def record(self) -> ActRecord:
+        """The activation as the jitted code sees it (one named tuple, built once)."""
+        return ActRecord(int(self.kind), float(self.params[0]), float(self.params[1]), self.ufn,
+                         int(self.closed_form), np.asarray(self.kinks, dtype=np.float64),
+                         float(self.quad_kappa), bool(self.odd), float(self.slopes[0]),
+                         float(self.slopes[1]))
+
     def __call__(self, x):
         """Evaluate phi on an array (convenience; not used by the solvers)."""
-        x = np.asarray(x, dtype=np.float64)
-        flat = np.ascontiguousarray(x.reshape(-1))
-        out = _evaluate(self.kind, float(self.params[0]), float(self.params[1]), self.ufn, flat, 0)
-        return out.reshape(x.shape)
+        return self._evaluate(x, 0)
 
     def derivative(self, x):
         """Evaluate phi' on an array."""
+        return self._evaluate(x, 1)
+
+    def _evaluate(self, x, which):
         x = np.asarray(x, dtype=np.float64)
         flat = np.ascontiguousarray(x.reshape(-1))
-        out = _evaluate(self.kind, float(self.params[0]), float(self.params[1]), self.ufn, flat, 1)
-        return out.reshape(x.shape)
+        return evaluate(self.record, flat, which).reshape(x.shape)
 
 
 def _make_builtins():
@@ -331,6 +201,11 @@ _CUSTOM: dict[str, Activation] = {}
 def activations() -> list[str]:
     """Names of the available activations (built-in first, then registered ones)."""
     return list(_BUILTINS) + [n for n in _CUSTOM if n not in _BUILTINS]
+
+
+def builtin_activations() -> list[str]:
+    """Names of the built-in activations (those every process can rebuild from a name)."""
+    return list(_BUILTINS)
 
 
 def get_activation(activation, **params) -> Activation:
@@ -461,3 +336,30 @@ def register_activation(name, phi, dphi=None, *, kinks=(), odd=False, singularit
 def unregister_activation(name) -> None:
     """Remove a custom activation (no error if it is not registered)."""
     _CUSTOM.pop(str(name).lower(), None)
+
+
+# --------------------------------------------------------------------------- datasets
+def activation_attrs(act) -> dict:
+    """Global attributes naming an activation and its parameters (see :func:`activation_from_attrs`)."""
+    out = {"activation": act.name, "activation_formula": act.formula}
+    for k, v in act.parameters.items():
+        out[f"activation_{k}"] = v
+    return out
+
+
+def activation_from_attrs(attributes):
+    """The activation a dataset was computed with, rebuilt from its attributes.
+
+    Raises ValueError when the attributes name no activation or one that is not
+    registered in this session (a custom activation must be registered again first).
+    """
+    name = attributes.get("activation")
+    if not isinstance(name, str):
+        raise ValueError("the dataset does not name its activation (no 'activation' attribute)")
+    prefix = "activation_"
+    params = {k[len(prefix):]: float(v) for k, v in attributes.items()
+              if k.startswith(prefix) and k not in ("activation_formula", "activation_parameters",
+                                                    "activation_name")}
+    if "activation_parameters" in attributes:
+        params.update(json.loads(attributes["activation_parameters"]))
+    return get_activation(name, **params)

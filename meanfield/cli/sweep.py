@@ -14,8 +14,9 @@ from pathlib import Path
 
 import numpy as np
 
-from . import _sweep as SW
-from .api import PHASES
+from .. import sweeps as SW
+from ..core.critical import critical_line_from_data
+from ..core.vocabulary import Phase
 
 
 def _chunks_arg(text: str):
@@ -34,7 +35,7 @@ def _chunks_arg(text: str):
     raise argparse.ArgumentTypeError(f"--chunks: expected N, N,M or sw2=N,sb2=M, got {text!r}")
 
 
-def add_sweep_parsers(subparsers) -> None:
+def register(subparsers) -> None:
     """Add ``sweep``, ``info`` and ``export`` to an argparse sub-parser collection."""
     p = subparsers.add_parser(
         "sweep", help="run a sweep spec into a zarr store (resumable, dask-parallel)",
@@ -146,12 +147,12 @@ def info_text(store, rows=11) -> str:
     for idx in np.ndindex(*[ds.sizes[d] for d in lead]):
         label = ", ".join(f"{d}={ds[d].values[i]}" for d, i in zip(lead, idx))
         ph, m = phase[idx], mask[idx]
-        counts = {PHASES[k]: int(np.sum((ph == k) & m)) for k in sorted(PHASES)}
+        counts = {p.flag: int(np.sum((ph == int(p)) & m)) for p in sorted(Phase, key=int)}
         total = int(m.sum())
         found = "  ".join(f"{name} {n} ({100 * n / total:.1f}%)" for name, n in counts.items() if n)
         out.append(f"  {label + ': ' if label else ''}{found}")
 
-    line = SW.critical_line_from_data(ds, mask=mask)
+    line = critical_line_from_data(ds, mask=mask)
     out.append("critical line (chi_1 = 1: first crossing along sw2, linear in log chi_1)")
     sb2 = ds["sb2"].values
     pick = np.unique(np.linspace(0, sb2.size - 1, max(1, min(rows, sb2.size))).round().astype(int))

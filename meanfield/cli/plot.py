@@ -14,7 +14,7 @@ from __future__ import annotations
 from pathlib import Path
 
 
-def add_parsers(subparsers):
+def register(subparsers):
     """Register the ``plot`` subcommand on an argparse ``subparsers`` object."""
     p = subparsers.add_parser(
         "plot", help="draw a stored phase diagram (.nc file or zarr store) to a PNG",
@@ -82,7 +82,7 @@ def run_plot(args) -> int:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    from . import plot
+    from .. import plot
 
     out = Path(args.output)
     if out.suffix.lower() != ".png":

@@ -11,23 +11,25 @@ CLI turns it into exit code 2.
 
 from __future__ import annotations
 
-import math
 import os
 
 import numpy as np
 
+from .options import add_network, fmt
 
-def add_kernel_parser(subparsers):
+
+def _f6(v):
+    return fmt(float(v), 6)
+
+
+def register(subparsers):
     """Register the ``kernel`` subcommand on an argparse ``subparsers`` object."""
     p = subparsers.add_parser(
         "kernel", help="NTK condition number and mean predictor per depth on a data set",
-        description="NNGP/NTK of a deep fully connected network on a data set (THEORY.md): "
+        description="NNGP/NTK of a deep fully connected network on a data set (docs/theory.md): "
                     "per-depth eigenvalues and condition number of the NTK on the data and, "
                     "with --labels, the NTK mean predictor on --test (default: the data).")
-    p.add_argument("activation", help="activation name (see `meanfield activations`)")
-    p.add_argument("--sw2", type=float, required=True, help="weight variance sigma_w^2")
-    p.add_argument("--sb2", type=float, required=True, help="bias variance sigma_b^2")
-    p.add_argument("--depth", type=int, required=True, help="number of layers L >= 1")
+    add_network(p)
     p.add_argument("--data", required=True, help="training inputs, .npy of shape (n, d)")
     p.add_argument("--labels", help="training targets, .npy of shape (n,) or (n, k)")
     p.add_argument("--test", help="test inputs, .npy of shape (m, d) (default: --data)")
@@ -47,7 +49,7 @@ def _load(flag, path):
 
 def run_kernel(args) -> int:
     """Handler of ``meanfield kernel``; returns the exit code (0)."""
-    from ._kernels import ntk_metrics
+    from ..ntk import ntk_metrics
 
     X = _load("--data", args.data)
     Xt = _load("--test", args.test) if args.test else X
@@ -70,26 +72,22 @@ def run_kernel(args) -> int:
     return 0
 
 
-def _f(v):
-    return "nan" if not math.isfinite(v) else f"{v:.6g}"
-
-
 def format_table(ds, with_prediction=True) -> str:
     """The per-depth metrics as a plain-text table."""
     a = ds.attrs
     lines = [f"{a['activation']}  sw2={a['sw2']:g} sb2={a['sb2']:g}  phase={a['phase']}  "
-             f"chi1={_f(float(ds.chi1))} chi_c={_f(float(ds.chi_c))}  [{a['method']}]"]
+             f"chi1={_f6(float(ds.chi1))} chi_c={_f6(float(ds.chi_c))}  [{a['method']}]"]
     head = f"{'depth':>5} {'lambda_max':>12} {'lambda_min':>12} {'cond':>12}"
     if with_prediction:
         head += f" {'|P - P_inf|':>12} {'rate':>9}"
     lines.append(head + "  status")
     meanings = ds.status.attrs["flag_meanings"].split()
     for k in range(ds.sizes["depth"]):
-        row = (f"{int(ds.depth[k]):>5} {_f(float(ds.lambda_max[k])):>12} "
-               f"{_f(float(ds.lambda_min[k])):>12} {_f(float(ds.condition_number[k])):>12}")
+        row = (f"{int(ds.depth[k]):>5} {_f6(float(ds.lambda_max[k])):>12} "
+               f"{_f6(float(ds.lambda_min[k])):>12} {_f6(float(ds.condition_number[k])):>12}")
         if with_prediction:
-            row += f" {_f(float(ds.prediction_distance[k])):>12} {_f(float(ds.decay_rate[k])):>9}"
+            row += f" {_f6(float(ds.prediction_distance[k])):>12} {_f6(float(ds.decay_rate[k])):>9}"
         lines.append(row + "  " + meanings[int(ds.status[k])])
     if with_prediction:
-        lines.append(f"theory decay rate: {_f(float(ds.theory_decay_rate))}")
+        lines.append(f"theory decay rate: {_f6(float(ds.theory_decay_rate))}")
     return "\n".join(lines)

@@ -1,0 +1,123 @@
+"""``meanfield activations | analyze | critical | recommend | diagram``: the core's commands."""
+
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+
+from .options import (add_activation, add_depth_constant, add_point, add_solver_options, fmt,
+                      parse_range)
+
+DEFAULT_ACTIVATION = "tanh"
+DEFAULT_SW2 = "0.5:4:200"
+DEFAULT_SB2 = "0:2:100"
+
+
+def cmd_activations(args):
+    import meanfield as mf
+
+    for name in mf.activations():
+        act = mf.get_activation(name)
+        print(f"{name:12s} {act.formula}")
+
+
+def cmd_analyze(args):
+    import meanfield as mf
+
+    res = mf.analyze(args.activation, args.sw2, args.sb2, rho=args.rho, q0=args.q0,
+                     depth_constant=args.depth_constant)
+    if args.json:
+        d = res.to_dict()
+        # JSON has no inf/NaN: write them as strings so the output stays valid JSON.
+        print(json.dumps({k: (fmt(v) if isinstance(v, float) and not math.isfinite(v) else v)
+                          for k, v in d.items()}, indent=2))
+    else:
+        print(repr(res))
+
+
+def cmd_critical(args):
+    import meanfield as mf
+
+    sb2 = parse_range(args.sb2, "--sb2")
+    for s in sb2:
+        print(f"sb2 = {s:.12g}   critical sw2 = {fmt(mf.critical_sw2(args.activation, s))}")
+
+
+def cmd_recommend(args):
+    import meanfield as mf
+
+    print(mf.recommend(args.activation, args.depth, sb2=args.sb2, depth_constant=args.depth_constant))
+
+
+def cmd_diagram(args):
+    import meanfield as mf
+
+    out = Path(args.output)
+    suffix = out.suffix.lower()
+    if suffix not in (".nc", ".zarr"):
+        raise ValueError(f"-o: output must end in .nc (netCDF) or .zarr, got {out.name!r}")
+    if args.png is not None and not str(args.png).lower().endswith(".png"):
+        raise ValueError(f"--png: expected a .png file name, got {args.png!r}")
+    sw2 = parse_range(args.sw2, "--sw2")
+    sb2 = parse_range(args.sb2, "--sb2")
+    ds = mf.phase_diagram(args.activation, sw2, sb2, rho=args.rho, q0=args.q0,
+                          depth_constant=args.depth_constant)
+    if not out.parent.exists():
+        raise ValueError(f"-o: directory {str(out.parent)!r} does not exist")
+    if suffix == ".nc":
+        ds.to_netcdf(out)
+    else:
+        if out.exists() and not args.overwrite:
+            raise ValueError(f"-o: {str(out)!r} exists; pass --overwrite to replace it")
+        ds.to_zarr(out, mode="w")
+    counts = {name: int((ds.phase == code).sum()) for code, name in
+              ((0, "ordered"), (1, "critical"), (2, "chaotic"))}
+    print(f"wrote {out} ({ds.sizes['sw2']} x {ds.sizes['sb2']} points; "
+          + ", ".join(f"{k} {v}" for k, v in counts.items())
+          + f"; {int((~ds.converged).sum())} not converged)")
+    if args.png:
+        import matplotlib
+
+        matplotlib.use("Agg")
+        from .. import plot
+
+        fig = plot.phase_diagram(ds, var=args.var)
+        fig.savefig(args.png, dpi=150)
+        print(f"wrote {args.png}")
+
+
+def register(sub):
+    """Add the core's subcommands to an argparse subparsers object."""
+    sp = sub.add_parser("activations", help="list the built-in activations")
+    sp.set_defaults(func=cmd_activations)
+
+    sp = sub.add_parser("analyze", help="every quantity at one (sw2, sb2)")
+    add_activation(sp)
+    add_point(sp)
+    sp.add_argument("--json", action="store_true", help="print JSON")
+    add_solver_options(sp)
+    sp.set_defaults(func=cmd_analyze)
+
+    sp = sub.add_parser("critical", help="critical sw2 (chi_1 = 1) at given sb2")
+    add_activation(sp)
+    sp.add_argument("--sb2", default="0", help="value, list a,b,c or START:STOP:N")
+    sp.set_defaults(func=cmd_critical)
+
+    sp = sub.add_parser("recommend", help="initialization for a network of a given depth")
+    add_activation(sp)
+    sp.add_argument("--depth", type=int, required=True, help="number of layers L")
+    sp.add_argument("--sb2", type=float, default=None, help="bias variance (default per activation)")
+    add_depth_constant(sp)
+    sp.set_defaults(func=cmd_recommend)
+
+    sp = sub.add_parser("diagram", help="phase diagram over (sw2, sb2) written to .nc or .zarr")
+    add_activation(sp, default=DEFAULT_ACTIVATION)
+    sp.add_argument("--sw2", default=DEFAULT_SW2, help=f"START:STOP:N (default {DEFAULT_SW2})")
+    sp.add_argument("--sb2", default=DEFAULT_SB2, help=f"START:STOP:N (default {DEFAULT_SB2})")
+    sp.add_argument("-o", "--output", required=True, help="output file, .nc or .zarr")
+    sp.add_argument("--png", default=None, help="also draw the diagram to this PNG")
+    sp.add_argument("--var", default="chi1", help="variable to colour the PNG by (default chi1)")
+    sp.add_argument("--overwrite", action="store_true", help="replace an existing .zarr store")
+    add_solver_options(sp)
+    sp.set_defaults(func=cmd_diagram)

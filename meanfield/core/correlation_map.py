@@ -1,0 +1,170 @@
+"""The correlation map and its stable fixed point c* (docs/theory.md, "Correlation map").
+
+In eps = 1 - c, with both lengths at q* and dropout keep probability rho::
+
+    1 - C(1 - eps) = sw2 * [(1/rho - 1) E phi^2 + Delta(eps)] / q*,
+    Delta(eps) = E[phi(u1)^2] - E[phi(u1) phi(u2)]
+
+C is convex on [0, 1] (its dual-activation series has non-negative coefficients) and
+C(0) >= 0, so G(eps) = 1 - C(1 - eps) - eps is concave with G(1) <= 0: the stable fixed
+point c* < 1 is its unique root in (0, 1].  It is found from the dual-activation series
+D(c) = sum_n a_n^2 c^n when the series' proven tail bound shows it accurate, and
+otherwise by safeguarded Newton on the 2-D quadrature started from the series' root.
+"""
+
+from __future__ import annotations
+
+import math
+from collections import namedtuple
+
+import numba as nb
+
+from .functions import CF_NONE
+from .gaussian.moments import moments2
+from .vocabulary import Status
+
+OK = int(Status.OK)
+C_MAXITER = int(Status.C_MAXITER)
+NONFINITE = int(Status.NONFINITE)
+
+MAXIT_C = 200
+# Consider accepting a Newton step below this size (relative) without a further evaluation.
+NEWTON_ACCEPT = 1e-6
+N_HERMITE = 24  # dual-activation terms: past ~24 the Hermite pass costs more than the 2-D polish it saves
+SERIES_TOL = 1e-13  # accept the series when its proven error bound on eps*, chi_c is below this
+
+DualSeries = namedtuple("DualSeries", ["coef", "tail", "tail1"])
+DualSeries.__doc__ = """Normalized Hermite coefficients a_n of phi(sqrt(q) z), n < N, and the exact
+tail masses sum_{n>=N} a_n^2 (``tail``) and sum_{n>=N} n a_n^2 (``tail1``)."""
+CorrelationFixedPoint = namedtuple("CorrelationFixedPoint", ["c", "chi_c", "status", "iterations"])
+
+
+@nb.njit(cache=True)
+def _series_delta(herm, tail, eps):
+    """Dual-activation series: (Delta(eps), q D'(c)) with c = 1 - eps in [0, 1], tail dropped.
+
+    Delta = sum_{n<N} a_n^2 (1 - c^n) + tail - sum_{n>=N} a_n^2 c^n; the last sum is dropped
+    (it is at most c^N tail).  1 - c^n = eps (1 + c + ... + c^(n-1)) is a sum of positive
+    terms, so it keeps full relative accuracy however small eps is.
+    """
+    c = 1.0 - eps
+    dl = 0.0
+    dp = 0.0
+    geo = 0.0  # 1 + c + ... + c^(n-1)
+    cn1 = 1.0  # c^(n-1)
+    for n in range(1, herm.shape[0]):
+        a2 = herm[n] * herm[n]
+        geo = geo * c + 1.0
+        dl += a2 * geo
+        dp += n * a2 * cn1
+        cn1 *= c
+    return tail + eps * dl, dp
+
+
+@nb.njit(cache=True)
+def _series_root(herm, tail, sw2, rho, F, q):
+    """Root of the series version of G(eps) by Newton from eps = 1 (concave: monotone)."""
+    e = 1.0
+    for _ in range(MAXIT_C):
+        dl, dpq = _series_delta(herm, tail, e)
+        G = sw2 * ((1.0 / rho - 1.0) * F + dl) / q - e
+        Gp = sw2 * dpq / q - 1.0
+        if G >= 0.0 and e == 1.0:
+            return 1.0
+        if Gp >= 0.0:
+            return math.nan  # the truncated series has no interior root
+        en = e - G / Gp
+        if en <= 0.0 or not math.isfinite(en):
+            return math.nan
+        if abs(en - e) <= 2e-16 * e:
+            return en
+        e = en
+    return e
+
+
+@nb.njit(cache=True)
+def _series_fixed_point(series, sw2, rho, q, F):
+    """(c*, chi_c, eps*) from the dual-activation series; c* is NaN unless its proven error
+    bound is below SERIES_TOL, and eps* is the series' root (NaN when it has none)."""
+    herm = series.coef
+    tail = series.tail
+    es = _series_root(herm, tail, sw2, rho, F, q)
+    if not (math.isfinite(es) and es > 0.0):
+        return math.nan, math.nan, math.nan
+    c = 1.0 - es
+    # Proven truncation bounds: |sum_{n>=N} a_n^2 c^n| <= c^N tail, and the same for the
+    # derivative series with n a_n^2 c^(n-1) <= c^(N-1) tail1.
+    cN = c ** herm.shape[0]
+    errD = cN * tail
+    errDp = (cN / c if c > 0.0 else 0.0) * series.tail1
+    dl, dpq = _series_delta(herm, tail, es)
+    chic = sw2 * dpq / q
+    # The error bounds move the root of G by at most (sw2 errD / q) / |G'| and chi_c by
+    # sw2 errDp / q; accept when both are below SERIES_TOL relative to eps* and to
+    # 1 - chi_c (which sets xi_c = -1/log chi_c).
+    if (sw2 * errD / q <= SERIES_TOL * es * abs(chic - 1.0)
+            and sw2 * errDp / q <= SERIES_TOL * abs(1.0 - chic) * chic):
+        return c, chic, es
+    return math.nan, math.nan, es
+
+
+@nb.njit(cache=True)
+def solve_c(act, sw2, sb2, rho, q, F, series):
+    """Stable correlation fixed point below c = 1 (chaotic phase or dropout).
+
+    ``F = E phi^2`` at q and ``series`` its :class:`DualSeries` (empty coefficients: none).
+
+    Returns
+    -------
+    CorrelationFixedPoint
+    """
+    if act.odd and sb2 == 0.0 and rho == 1.0:
+        # C(0) = 0 exactly for odd phi without bias: c* = 0, chi_c = sw2 (E phi')^2.
+        m = moments2(act, q, 1.0)
+        return CorrelationFixedPoint(0.0, sw2 * m.Dp, OK, 0)
+
+    lo = 0.0
+    hi = 1.0
+    e = 1.0
+    if act.family == CF_NONE and series.coef.shape[0] > 0:
+        c, chic, es = _series_fixed_point(series, sw2, rho, q, F)
+        if math.isfinite(c):
+            return CorrelationFixedPoint(c, chic, OK, 0)
+        if math.isfinite(es):
+            e = es
+    prev_step = math.inf
+    e_prev = math.nan
+    gp_prev = math.nan
+    dp_prev = math.nan
+    for it in range(MAXIT_C):
+        m = moments2(act, q, e)
+        G = sw2 * ((1.0 / rho - 1.0) * F + m.Delta) / q - e
+        Gp = sw2 * m.Dp - 1.0
+        if not (math.isfinite(G) and math.isfinite(Gp)):
+            return CorrelationFixedPoint(math.nan, math.nan, NONFINITE, it)
+        if G == 0.0:
+            return CorrelationFixedPoint(1.0 - e, sw2 * m.Dp, OK, it)
+        if G > 0.0:
+            lo = e
+        else:
+            hi = e
+        en = e - G / Gp if Gp != 0.0 else math.nan
+        if not (lo < en < hi) or not math.isfinite(en):
+            en = math.sqrt(lo * hi) if lo > 0.0 else 0.25 * hi
+        size = abs(en - e)
+        if size <= 4e-16 * e or (size >= prev_step and size <= 1e-12 * e):
+            return CorrelationFixedPoint(1.0 - e, sw2 * m.Dp, OK, it)
+        if it > 0 and size <= NEWTON_ACCEPT * e:
+            # Newton converges quadratically: the root is at en up to |G''| step^2 / (2|G'|).
+            # With G'' from the last two slopes, accept en when that error is below rounding
+            # (saves a 2-D evaluation) and carry D' to en to first order.
+            curv = abs((Gp - gp_prev) / (e - e_prev))
+            if curv * size * size <= 2e-16 * e * abs(Gp):
+                dp_new = m.Dp + (m.Dp - dp_prev) / (e - e_prev) * (en - e)
+                return CorrelationFixedPoint(1.0 - en, sw2 * dp_new, OK, it)
+        e_prev = e
+        gp_prev = Gp
+        dp_prev = m.Dp
+        prev_step = size
+        e = en
+    return CorrelationFixedPoint(1.0 - e, math.nan, C_MAXITER, MAXIT_C)

@@ -1,0 +1,84 @@
+"""The bridge between activations and the Numba solvers: arrays in, arrays out.
+
+:func:`compute_points` is the single function that both :func:`meanfield.phase_diagram`
+and the sweep engine call, so in-memory and chunked results cannot drift apart; each
+point depends only on its own inputs, which makes results independent of chunking bit
+for bit.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from . import point as P
+from .activation import Activation
+from .functions import CF_LINEAR, CF_RELU
+from .length_map import LengthTable, build_table
+from .vocabulary import CRITICAL_TOL, DEPTH_CONSTANT, Q0
+
+# Quantities returned per point, in the order of the solver's output row.
+FIELDS = {
+    "q_star": P.I_Q,
+    "c_star": P.I_C,
+    "chi1": P.I_CHI1,
+    "chi_c": P.I_CHIC,
+    "xi_q": P.I_XIQ,
+    "xi_c": P.I_XIC,
+    "xi_grad": P.I_XIG,
+    "max_depth": P.I_DEPTH,
+}
+
+# The length-map table: E[phi^2] at q = 10^(k/64), k = -640..256 (1e-10 .. 1e4).  64 nodes
+# per decade make the cubic-Hermite guess good to ~1e-9, so exact Newton converges in about
+# two steps; q0 = 1 is a node.  Above 1e4 the quadrature cost grows like sqrt(q), and the
+# solver simply continues by expansion from the last node.
+TABLE_NODES_PER_DECADE = 64
+TABLE_LOG10_RANGE = (-10, 4)
+_TABLES: dict = {}
+_EMPTY_TABLE = LengthTable(np.empty(0), np.empty(0), np.empty(0))
+
+
+def length_table(act: Activation) -> LengthTable:
+    """The activation's :class:`~meanfield.core.length_map.LengthTable`, built once per process
+    (deterministically, so every process and chunk starts its solves from the same table)."""
+    if act.closed_form in (CF_RELU, CF_LINEAR):
+        return _EMPTY_TABLE
+    key = (act.kind, act.params, act.kinks, act.quad_kappa, act.closed_form, id(act.ufn))
+    table = _TABLES.get(key)
+    if table is None:
+        k = np.arange(TABLE_LOG10_RANGE[0] * TABLE_NODES_PER_DECADE,
+                      TABLE_LOG10_RANGE[1] * TABLE_NODES_PER_DECADE + 1)
+        tq = np.power(10.0, k / TABLE_NODES_PER_DECADE)
+        tF, tS = build_table(act.record, tq)
+        table = LengthTable(tq, tF, tS)
+        _TABLES[key] = table
+    return table
+
+
+def compute_points(act: Activation, sw2, sb2, *, rho=1.0, q0=Q0, depth_constant=DEPTH_CONSTANT,
+                   critical_tol=CRITICAL_TOL, parallel=True) -> dict:
+    """Evaluate every quantity at the points (sw2[i], sb2[i]) (arrays of one shape).
+
+    Returns a dict of arrays of that shape: the FIELDS, ``phase`` (int8), ``status`` (int8).
+    Inputs are assumed validated.
+    """
+    sw2 = np.ascontiguousarray(sw2, dtype=np.float64)
+    sb2 = np.ascontiguousarray(sb2, dtype=np.float64)
+    shape = sw2.shape
+    flat_w = sw2.reshape(-1)
+    flat_b = sb2.reshape(-1)
+    out = np.empty((flat_w.size, P.N_OUT))
+    settings = P.Settings(float(rho), float(q0), float(depth_constant), float(critical_tol))
+    # Cost per point varies tenfold between phases; analyze_parallel interleaves the
+    # points across threads so each gets its share of the expensive ones.
+    kernel = P.analyze_parallel if parallel else P.analyze_serial
+    kernel(act.record, length_table(act), flat_w, flat_b, settings, out)
+    res = {name: out[:, i].reshape(shape).copy() for name, i in FIELDS.items()}
+    res["phase"] = out[:, P.I_PHASE].astype(np.int8).reshape(shape)
+    res["status"] = out[:, P.I_STATUS].astype(np.int8).reshape(shape)
+    return res
+
+
+def chi1(act: Activation, sw2, sb2, q0=Q0) -> float:
+    """chi_1 at one point (used by root finders)."""
+    return P.chi1_at(act.record, length_table(act), float(sw2), float(sb2), float(q0))

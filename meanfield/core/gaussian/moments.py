@@ -1,0 +1,472 @@
+"""Gaussian expectations of an activation: the one place the solvers and kernels get them.
+
+Closed forms first (:mod:`.closed`), quadrature (:mod:`.quadrature`) otherwise.
+
+:func:`moments1` -- one input of variance q, x = sqrt(q) z, z ~ N(0, 1)::
+
+    phi     = E[phi(x)]
+    phi2    = E[phi(x)^2]                 (length map:  V(q) = sw2 * phi2 + sb2)
+    phi2z   = E[phi(x)^2 (z^2 - 1)]       (= 2 q dE[phi^2]/dq; V'(q) = sw2 * phi2z / (2q))
+    dphi2   = E[phi'(x)^2]                (chi_1 = sw2 * dphi2)
+    dphi    = E[phi'(x)]
+    phi2h4  = E[phi(x)^2 He_4(z)]         (= 4 q^2 d^2 E[phi^2]/dq^2, He_4 = z^4 - 6 z^2 + 3)
+    dphi2z  = E[phi'(x)^2 (z^2 - 1)]      (= 2 q dE[phi'^2]/dq)
+
+  ``phi2z`` comes from differentiating the Gaussian density in q, so V'(q) needs no phi''.
+
+:func:`moments2` -- two inputs of equal variance q and correlation c = 1 - eps (eps carried
+directly so that 1 - c keeps all its digits near c = 1)::
+
+    D     = E[phi(u1) phi(u2)]
+    Delta = E[phi(u1)^2] - D = 1/2 E[(phi(u1) - phi(u2))^2]   (no cancellation)
+    Dp    = E[phi'(u1) phi'(u2)]                              (dC/dc = sw2 * Dp)
+
+:func:`pair` -- two inputs with a general covariance [[s11, s12], [s12, s22]]: (D, Dp).
+
+Quadrature: smooth activations use the trapezoid rule; in 2-D the variables are the sum
+and difference s, d (u1 = sqrt(q)(alpha s + beta d), u2 = sqrt(q)(alpha s - beta d),
+alpha^2 = 1 - eps/2, beta^2 = eps/2), each with its own step, so near c = 1 the d
+direction needs only a few nodes.  Kinked activations use composite Gauss-Legendre split
+at every kink (in 2-D: outer z1 split at the kinks, inner z2 split where u2 crosses one).
+"""
+
+from __future__ import annotations
+
+import math
+from collections import namedtuple
+
+import numba as nb
+import numpy as np
+
+from ..functions import CF_NONE, kink_at_zero, phi
+from . import closed
+from .quadrature import (GL_W, GL_X, PANEL_MAX, PANELS_PER_STEP, SQ_LIMIT, Z1, Z2, breakpoints,
+                         hermite_sums, merge, panel_count, panel_nodes, pdf, step)
+
+Moments1 = namedtuple("Moments1", ["phi", "phi2", "phi2z", "dphi2", "dphi", "phi2h4", "dphi2z"])
+Pair = namedtuple("Pair", ["D", "Delta", "Dp"])
+
+
+# --------------------------------------------------------------------------- one point
+@nb.njit(cache=True)
+def _acc1(act, sq, z, w, acc):
+    """Add one node's contribution to the 1-D moment sums; returns w * phi for Hermite sums."""
+    p, dp = phi(act, sq * z)
+    wp = w * p
+    z2 = z * z
+    wdp2 = w * dp * dp
+    acc[0] += wp
+    acc[1] += wp * p
+    acc[2] += wp * p * (z2 - 1.0)
+    acc[3] += wdp2
+    acc[4] += w * dp
+    acc[5] += wp * p * ((z2 - 6.0) * z2 + 3.0)
+    acc[6] += wdp2 * (z2 - 1.0)
+    return wp
+
+
+@nb.njit(cache=True)
+def dphi2_at_zero(act):
+    """lim_{q -> 0+} E[phi'(sqrt(q) z)^2]: phi'(0)^2, or (phi'(0+)^2 + phi'(0-)^2) / 2 at a kink."""
+    if kink_at_zero(act):
+        _, dl = phi(act, -SQ_LIMIT)
+        _, dr = phi(act, SQ_LIMIT)
+        return 0.5 * (dl * dl + dr * dr)
+    _, d = phi(act, 0.0)
+    return d * d
+
+
+@nb.njit(cache=True)
+def moments1(act, q, herm, fold):
+    """The seven 1-D moments at variance q (see module docstring), as a ``Moments1``.
+
+    ``herm`` (length N, zeroed on entry, may be empty) receives the normalized Hermite
+    coefficients a_n = E[phi(sqrt(q) z) He_n(z)] / sqrt(n!), n < N (quadrature path only).
+    With ``fold`` the symmetry of an odd phi halves the nodes.
+    """
+    if act.family != CF_NONE:
+        return Moments1(*closed.one_point(act, q))
+    odd = act.odd and fold
+    kinks = act.kinks
+    acc = np.zeros(7)
+    sq = math.sqrt(q)
+    if q == 0.0 and kink_at_zero(act):
+        # Report the q -> 0+ limit: on either side of a kink at 0, phi' keeps its one-sided
+        # value (E[phi'^2] -> their mean square), which evaluating at 0 itself would miss.
+        sq = SQ_LIMIT
+    h = step(act.kappa, q)
+    want_herm = herm.shape[0] > 0
+    # He_n(z) sqrt(pdf) oscillates out to its turning point 2 sqrt(n) and only then decays;
+    # stopping at Z1 would leave ~1e-12 in a_n for n ~ 30-60, so the Hermite pass runs past
+    # the last turning point, where the weight is below e^-64.
+    zmax = max(Z1, 2.0 * math.sqrt(herm.shape[0]) + 3.0) if want_herm else Z1
+    if kinks.shape[0] == 0 or sq == 0.0:
+        K = int(zmax / h)
+        nmax = 2 * K + 1
+        zs = np.empty(nmax if want_herm else 0)
+        wps = np.empty(nmax if want_herm else 0)
+        nn = 0
+        if odd:
+            # phi^2, phi'^2, phi' and phi He_n (n odd) are even in z: fold z < 0 onto z > 0.
+            for k in range(0, K + 1):
+                z = k * h
+                wp = _acc1(act, sq, z, (1.0 if k == 0 else 2.0) * h * pdf(z), acc)
+                if want_herm:
+                    zs[nn] = z
+                    wps[nn] = wp
+                    nn += 1
+            acc[0] = 0.0  # E[phi] = 0 exactly
+        else:
+            for k in range(-K, K + 1):
+                z = k * h
+                wp = _acc1(act, sq, z, h * pdf(z), acc)
+                if want_herm:
+                    zs[nn] = z
+                    wps[nn] = wp
+                    nn += 1
+    else:
+        width = min(PANEL_MAX, PANELS_PER_STEP * h)
+        pts = breakpoints(kinks, sq, 0.0, -zmax, zmax)
+        nmax = panel_count(pts, width)
+        nodes = np.empty(nmax)
+        weights = np.empty(nmax)
+        nn = panel_nodes(pts, width, nodes, weights)
+        zs = np.empty(nmax if want_herm else 0)
+        wps = np.empty(nmax if want_herm else 0)
+        for k in range(nn):
+            z = nodes[k]
+            wp = _acc1(act, sq, z, weights[k] * pdf(z), acc)
+            if want_herm:
+                zs[k] = z
+                wps[k] = wp
+    if want_herm:
+        hermite_sums(zs, wps, nn, herm)
+        if odd and (kinks.shape[0] == 0 or sq == 0.0):
+            # Folded sums: odd-n terms were doubled correctly; even-n coefficients are zero.
+            for n in range(0, herm.shape[0], 2):
+                herm[n] = 0.0
+    return Moments1(acc[0], acc[1], acc[2], acc[3], acc[4], acc[5], acc[6])
+
+
+# --------------------------------------------------------------------------- two points, equal variance
+@nb.njit(cache=True)
+def _lattice_rule(act, q, eps):
+    """Sum/difference trapezoid for smooth phi with phi evaluated once per lattice point."""
+    odd = act.odd
+    kappa = act.kappa
+    alpha = math.sqrt(1.0 - 0.5 * eps)
+    beta = math.sqrt(0.5 * eps)
+    A = math.sqrt(q) * alpha
+    B = math.sqrt(q) * beta
+    hs = step(kappa, q * alpha * alpha)
+    hd = step(kappa, q * beta * beta)
+    # Make the two steps commensurate: with A hs = P delta and B hd = Q delta (P, Q integers)
+    # every argument A s_j +- B d_k = delta (P j +- Q k) lies on one lattice, so phi is
+    # evaluated once per lattice point instead of twice per node pair.  Uncapped steps
+    # already satisfy A hs = B hd = kappa; shrinking a step only makes the rule finer.
+    xs = A * hs
+    xd = B * hd
+    if xs == 0.0 or xd == 0.0:
+        return _pair_rule(act, q, eps)  # c = -1: no lattice
+    if xs >= xd:
+        delta = xd
+        P = max(1, int(xs / delta * (1.0 + 1e-12)))
+        Q = 1
+        hs = P * delta / A
+    else:
+        delta = xs
+        P = 1
+        Q = max(1, int(xd / delta * (1.0 + 1e-12)))
+        hd = Q * delta / B
+    Ks = int(Z2 / hs)
+    Kd = int(Z2 / hd)
+    M = P * Ks + Q * Kd
+    if M + 1 > 2 * (Ks + 1) * (Kd + 1):
+        return _pair_rule(act, q, eps)
+    # phi and phi' on the lattice m delta, m = -M..M (odd phi: m >= 0 and symmetry).
+    lat = np.empty(2 * M + 1)
+    dlat = np.empty(2 * M + 1)
+    for m in range(0 if odd else -M, M + 1):
+        p, dp = phi(act, m * delta)
+        lat[m + M] = p
+        dlat[m + M] = dp
+    if odd:
+        for m in range(1, M + 1):
+            lat[M - m] = -lat[M + m]
+            dlat[M - m] = dlat[M + m]
+    wd = np.empty(Kd + 1)
+    for k in range(Kd + 1):
+        # the integrand is even in d (d -> -d swaps u1 and u2): nodes d > 0 count twice
+        wd[k] = hd * pdf(k * hd) * (1.0 if k == 0 else 2.0)
+    r2 = Z2 * Z2
+    D = 0.0
+    Dl = 0.0
+    Dp = 0.0
+    j0 = 0 if odd else -Ks
+    for j in range(j0, Ks + 1):
+        s = j * hs
+        ws = hs * pdf(s)
+        if odd and j > 0:
+            ws *= 2.0  # phi odd: the d-symmetrized integrand is even in s
+        rs = 0.0
+        rl = 0.0
+        rp = 0.0
+        base = P * j + M
+        for k in range(Kd + 1):
+            d = k * hd
+            if s * s + d * d > r2:
+                break
+            i1 = base + Q * k
+            i2 = base - Q * k
+            p1 = lat[i1]
+            p2 = lat[i2]
+            diff = p1 - p2
+            rs += wd[k] * p1 * p2
+            rl += wd[k] * diff * diff
+            rp += wd[k] * dlat[i1] * dlat[i2]
+        D += ws * rs
+        Dl += ws * 0.5 * rl
+        Dp += ws * rp
+    return Pair(D, Dl, Dp)
+
+
+@nb.njit(cache=True)
+def _pair_rule(act, q, eps):
+    """The same sum/difference rule evaluating phi at every node pair (no lattice).
+
+    Used when the lattice would be finer than the node pairs are many (B small: the
+    capped d step makes delta tiny).  Same trapezoid rule, so both paths agree to rounding.
+    """
+    odd = act.odd
+    kappa = act.kappa
+    alpha = math.sqrt(1.0 - 0.5 * eps)
+    beta = math.sqrt(0.5 * eps)
+    A = math.sqrt(q) * alpha
+    B = math.sqrt(q) * beta
+    hs = step(kappa, q * alpha * alpha)
+    Ks = int(Z2 / hs)
+    hd = step(kappa, q * beta * beta)
+    Kd = int(Z2 / hd)
+    dd = np.empty(Kd + 1)
+    wd = np.empty(Kd + 1)
+    for k in range(Kd + 1):
+        dd[k] = k * hd
+        wd[k] = hd * pdf(k * hd) * (1.0 if k == 0 else 2.0)
+    r2 = Z2 * Z2
+    D = 0.0
+    Dl = 0.0
+    Dp = 0.0
+    j0 = 0 if odd else -Ks
+    for j in range(j0, Ks + 1):
+        s = j * hs
+        ws = hs * pdf(s)
+        if odd and j > 0:
+            ws *= 2.0
+        As = A * s
+        rs = 0.0
+        rl = 0.0
+        rp = 0.0
+        for k in range(dd.shape[0]):
+            d = dd[k]
+            if s * s + d * d > r2:
+                break
+            p1, dp1 = phi(act, As + B * d)
+            p2, dp2 = phi(act, As - B * d)
+            diff = p1 - p2
+            rs += wd[k] * p1 * p2
+            rl += wd[k] * diff * diff
+            rp += wd[k] * dp1 * dp2
+        D += ws * rs
+        Dl += ws * 0.5 * rl
+        Dp += ws * rp
+    return Pair(D, Dl, Dp)
+
+
+@nb.njit(cache=True)
+def _kinked_rule(act, q, eps):
+    """Composite Gauss-Legendre in (z1, z2), u1 = sqrt(q) z1, u2 = sqrt(q)(c z1 + sqrt(1-c^2) z2)."""
+    kinks = act.kinks
+    sq = math.sqrt(q)
+    c = 1.0 - eps
+    sc = math.sqrt(eps * (2.0 - eps))
+    w1 = min(PANEL_MAX, PANELS_PER_STEP * step(act.kappa, q))
+    w2 = min(PANEL_MAX, PANELS_PER_STEP * step(act.kappa, q * sc * sc))
+    outer = breakpoints(kinks, sq, 0.0, -Z1, Z1)
+    D = 0.0
+    Dl = 0.0
+    Dp = 0.0
+    ng = GL_X.shape[0]
+    for s1 in range(outer.shape[0] - 1):
+        lo1 = outer[s1]
+        hi1 = outer[s1 + 1]
+        np1 = max(1, int(math.ceil((hi1 - lo1) / w1)))
+        pw1 = (hi1 - lo1) / np1
+        for p1i in range(np1):
+            mid1 = lo1 + (p1i + 0.5) * pw1
+            for i in range(ng):
+                z1 = mid1 + 0.5 * pw1 * GL_X[i]
+                wz1 = 0.5 * pw1 * GL_W[i] * pdf(z1)
+                f1, df1 = phi(act, sq * z1)
+                inner = breakpoints(kinks, sq * sc, sq * c * z1, -Z1, Z1)
+                for s2 in range(inner.shape[0] - 1):
+                    lo2 = inner[s2]
+                    hi2 = inner[s2 + 1]
+                    np2 = max(1, int(math.ceil((hi2 - lo2) / w2)))
+                    pw2 = (hi2 - lo2) / np2
+                    for p2i in range(np2):
+                        mid2 = lo2 + (p2i + 0.5) * pw2
+                        for j in range(ng):
+                            z2 = mid2 + 0.5 * pw2 * GL_X[j]
+                            w = wz1 * 0.5 * pw2 * GL_W[j] * pdf(z2)
+                            f2, df2 = phi(act, sq * (c * z1 + sc * z2))
+                            D += w * f1 * f2
+                            diff = f1 - f2
+                            Dl += w * 0.5 * diff * diff
+                            Dp += w * df1 * df2
+    return Pair(D, Dl, Dp)
+
+
+@nb.njit(cache=True)
+def moments2(act, q, eps):
+    """(D, Delta, Dp) at variance q and correlation c = 1 - eps (see module docstring)."""
+    if act.family != CF_NONE:
+        return Pair(*closed.equal_variance(act, q, eps))
+    if eps == 0.0 or q == 0.0:
+        m = moments1(act, q, np.empty(0), False)
+        if q == 0.0:
+            p0, dp0 = phi(act, 0.0)
+            return Pair(p0 * p0, 0.0, dp0 * dp0)
+        return Pair(m.phi2, 0.0, m.dphi2)
+    if act.kinks.shape[0] == 0:
+        return _lattice_rule(act, q, eps)
+    return _kinked_rule(act, q, eps)
+
+
+# --------------------------------------------------------------------------- general covariance
+@nb.njit(cache=True)
+def _smooth_general(act, s11, s22, eps):
+    """2-D trapezoid for smooth phi with unequal variances.
+
+    u = sqrt(s11) (alpha s + beta d), v = sqrt(s22) (alpha s - beta d) with
+    alpha^2 = 1 - eps/2, beta^2 = eps/2 (so corr(u, v) = 1 - eps); steps as in the
+    equal-variance rule with the larger variance, on the disc of radius Z2.
+    For odd phi the integrand is even under (s, d) -> (-s, -d): half the plane.
+    """
+    odd = act.odd
+    kappa = act.kappa
+    alpha = math.sqrt(1.0 - 0.5 * eps)
+    beta = math.sqrt(0.5 * eps)
+    r1 = math.sqrt(s11)
+    r2 = math.sqrt(s22)
+    smax = max(s11, s22)
+    hs = step(kappa, smax * alpha * alpha)
+    hd = step(kappa, smax * beta * beta)
+    Ks = int(Z2 / hs)
+    Kd = int(Z2 / hd)
+    rr = Z2 * Z2
+    D = 0.0
+    Dp = 0.0
+    j0 = 0 if odd else -Ks
+    for j in range(j0, Ks + 1):
+        s = j * hs
+        ws = hs * pdf(s)
+        if odd and j > 0:
+            ws *= 2.0
+        rs = 0.0
+        rp = 0.0
+        for k in range(-Kd, Kd + 1):
+            d = k * hd
+            if s * s + d * d > rr:
+                continue
+            w = hd * pdf(d)
+            p1, dp1 = phi(act, r1 * (alpha * s + beta * d))
+            p2, dp2 = phi(act, r2 * (alpha * s - beta * d))
+            rs += w * p1 * p2
+            rp += w * dp1 * dp2
+        D += ws * rs
+        Dp += ws * rp
+    return D, Dp
+
+
+@nb.njit(cache=True)
+def _kinked_general(act, s11, s22, c):
+    """Composite 16-point Gauss-Legendre, u = sqrt(s11) z1, v = sqrt(s22)(c z1 + sqrt(1-c^2) z2).
+
+    Panels end at every kink of phi(u) (outer variable) and, for each z1, at every z2
+    where v crosses a kink.
+    """
+    kinks = act.kinks
+    kappa = act.kappa
+    sq1 = math.sqrt(s11)
+    sq2 = math.sqrt(s22)
+    sc = math.sqrt(max(0.0, (1.0 - c) * (1.0 + c)))
+    w1 = min(PANEL_MAX, PANELS_PER_STEP * step(kappa, max(s11, s22 * c * c)))
+    w2 = min(PANEL_MAX, PANELS_PER_STEP * step(kappa, s22 * sc * sc))
+    outer = breakpoints(kinks, sq1, 0.0, -Z1, Z1)
+    if sc == 0.0:
+        # v = c sqrt(s22) z1 exactly: a 1-D integral, split also where v crosses a kink.
+        outer = merge(outer, breakpoints(kinks, sq2 * c, 0.0, -Z1, Z1))
+    ng = GL_X.shape[0]
+    D = 0.0
+    Dp = 0.0
+    for s1 in range(outer.shape[0] - 1):
+        lo1 = outer[s1]
+        hi1 = outer[s1 + 1]
+        np1 = max(1, int(math.ceil((hi1 - lo1) / w1)))
+        pw1 = (hi1 - lo1) / np1
+        for p1i in range(np1):
+            mid1 = lo1 + (p1i + 0.5) * pw1
+            for i in range(ng):
+                z1 = mid1 + 0.5 * pw1 * GL_X[i]
+                wz1 = 0.5 * pw1 * GL_W[i] * pdf(z1)
+                f1, df1 = phi(act, sq1 * z1)
+                if sc == 0.0:
+                    f2, df2 = phi(act, sq2 * c * z1)
+                    D += wz1 * f1 * f2
+                    Dp += wz1 * df1 * df2
+                    continue
+                inner = breakpoints(kinks, sq2 * sc, sq2 * c * z1, -Z1, Z1)
+                for s2 in range(inner.shape[0] - 1):
+                    lo2 = inner[s2]
+                    hi2 = inner[s2 + 1]
+                    np2 = max(1, int(math.ceil((hi2 - lo2) / w2)))
+                    pw2 = (hi2 - lo2) / np2
+                    for p2i in range(np2):
+                        mid2 = lo2 + (p2i + 0.5) * pw2
+                        for j in range(ng):
+                            z2 = mid2 + 0.5 * pw2 * GL_X[j]
+                            w = wz1 * 0.5 * pw2 * GL_W[j] * pdf(z2)
+                            f2, df2 = phi(act, sq2 * (c * z1 + sc * z2))
+                            D += w * f1 * f2
+                            Dp += w * df1 * df2
+    return D, Dp
+
+
+@nb.njit(cache=True)
+def pair(act, s11, s22, s12, same):
+    """(E phi(u)phi(v), E phi'(u)phi'(v)) for (u, v) ~ N(0, [[s11, s12], [s12, s22]]).
+
+    ``same`` marks u = v (a diagonal entry): then the 1-D moments are used, exactly as
+    for the length map, so diagonals agree bit for bit between blocks.
+    """
+    if same or (s11 == s22 and s12 == s11):
+        m = moments2(act, s11, 0.0)
+        return m.D, m.Dp
+    if s11 == 0.0 or s22 == 0.0:
+        # One input is identically zero: E phi(0) phi(v) = phi(0) E phi(v).
+        p0, dp0 = phi(act, 0.0)
+        if s11 == 0.0 and s22 == 0.0:
+            return p0 * p0, dp0 * dp0
+        m1 = moments1(act, max(s11, s22), np.empty(0), False)
+        return p0 * m1.phi, dp0 * m1.dphi
+    if act.family != CF_NONE:
+        return closed.general(act, s11, s22, s12)
+    r = math.sqrt(s11 * s22)
+    c = min(1.0, max(-1.0, s12 / r))
+    eps = (r - s12) / r
+    if s11 == s22:
+        m = moments2(act, s11, max(0.0, min(2.0, eps)))
+        return m.D, m.Dp
+    if act.kinks.shape[0] == 0:
+        return _smooth_general(act, s11, s22, max(0.0, min(2.0, eps)))
+    return _kinked_general(act, s11, s22, c)

@@ -1,0 +1,195 @@
+"""Every mean-field quantity at one point, and over arrays of points, in Numba.
+
+:func:`analyze_point` chains the length map (:mod:`.length_map`), chi_1, the correlation
+map (:mod:`.correlation_map`) and the depth scales (docs/theory.md, "Depth scales")::
+
+    chi_1 = sw2 E[phi'(sqrt(q*) z)^2],   xi_q = -1/log V'(q*),   xi_grad = -1/log chi_1,
+    xi_c  = -1/log chi_c,                 max_depth = depth_constant * xi_c
+
+and writes them into one output row (indices ``I_*``).  The grid loops call it per
+point; each point depends only on its own inputs, so results do not depend on how a grid
+is split (chunking, threads) bit for bit.
+"""
+
+from __future__ import annotations
+
+import math
+from collections import namedtuple
+
+import numba as nb
+import numpy as np
+
+from .correlation_map import N_HERMITE, DualSeries, solve_c
+from .functions import CF_NONE, CF_RELU, kink_at_zero
+from .gaussian.moments import moments1
+from .length_map import solve_q
+from .vocabulary import Phase, Status
+
+OK = int(Status.OK)
+NO_FIXED_POINT = int(Status.NO_FIXED_POINT)
+NONFINITE = int(Status.NONFINITE)
+C_UNDEFINED = int(Status.C_UNDEFINED)
+PHASE_UNDETERMINED = int(Phase.UNDETERMINED)
+PHASE_ORDERED = int(Phase.ORDERED)
+PHASE_CRITICAL = int(Phase.CRITICAL)
+PHASE_CHAOTIC = int(Phase.CHAOTIC)
+
+# Indices of the point-result row.
+I_Q, I_C, I_CHI1, I_CHIC, I_XIQ, I_XIC, I_XIG, I_DEPTH, I_PHASE, I_STATUS, I_VP, I_CHIG = range(12)
+N_OUT = 12
+
+Settings = namedtuple("Settings", ["rho", "q0", "depth_constant", "critical_tol"])
+Settings.__doc__ = """Options shared by every point of a diagram (see :func:`meanfield.analyze`)."""
+
+
+@nb.njit(cache=True)
+def depth_scale(x):
+    """Depth scale -1/log(x) for a slope x >= 0 (0 -> 0, 1 -> inf)."""
+    if x == 1.0:
+        return math.inf
+    if x == 0.0:
+        return 0.0
+    return -1.0 / math.log(x)
+
+
+@nb.njit(cache=True)
+def classify(chi1, critical_tol):
+    """Phase code from chi_1: critical within |log chi_1| <= critical_tol."""
+    lc = math.log(chi1) if chi1 > 0.0 else -math.inf
+    if lc < -critical_tol:
+        return PHASE_ORDERED
+    if lc > critical_tol:
+        return PHASE_CHAOTIC
+    return PHASE_CRITICAL
+
+
+@nb.njit(cache=True)
+def _unbounded(act, sw2, sw2d, settings, out):
+    """Row of a point whose length map has no finite fixed point: chi_1 from phi's
+    asymptotic slopes (the q -> inf limit) when they are known."""
+    e_dphi2_inf = 0.5 * (act.slope_pos * act.slope_pos + act.slope_neg * act.slope_neg)
+    chi1 = sw2 * e_dphi2_inf
+    out[I_CHI1] = chi1
+    out[I_CHIG] = sw2d * e_dphi2_inf
+    out[I_XIG] = depth_scale(sw2d * e_dphi2_inf)
+    if math.isfinite(chi1):
+        out[I_PHASE] = classify(chi1, settings.critical_tol)
+
+
+@nb.njit(cache=True)
+def _dual_series(act, q, F, dphi2):
+    """Hermite coefficients of phi(sqrt(q) z) and their exact tail masses."""
+    herm = np.zeros(N_HERMITE if act.family == CF_NONE else 0)
+    tail = 0.0
+    tail1 = 0.0
+    if herm.shape[0] > 0:
+        moments1(act, q, herm, True)
+        s0 = 0.0
+        s1 = 0.0
+        for n in range(herm.shape[0]):
+            s0 += herm[n] * herm[n]
+            s1 += n * herm[n] * herm[n]
+        tail = max(F - s0, 0.0)
+        tail1 = max(q * dphi2 - s1, 0.0)  # sum n a_n^2 = q E[phi'^2]
+    return DualSeries(herm, tail, tail1)
+
+
+@nb.njit(cache=True)
+def analyze_point(act, table, sw2, sb2, settings, out):
+    """Every mean-field quantity at one (sw2, sb2); fills ``out`` (length N_OUT)."""
+    for i in range(N_OUT):
+        out[i] = math.nan
+    rho = settings.rho
+    sw2d = sw2 / rho
+    fp = solve_q(act, sw2d, sb2, settings.q0, table)
+    q = fp.q
+    m = fp.moments
+    out[I_Q] = q
+    out[I_STATUS] = fp.status
+    out[I_PHASE] = PHASE_UNDETERMINED
+    if fp.status == NO_FIXED_POINT:
+        _unbounded(act, sw2, sw2d, settings, out)
+        return
+    if fp.status != OK:
+        return
+
+    if q > 0.0:
+        vprime = sw2d * m.phi2z / (2.0 * q)
+    else:
+        vprime = sw2d * m.dphi2  # phi(0) = 0 here, so V'(0+) = sw2d lim E[phi'^2] (m is that limit)
+    chi1 = sw2 * m.dphi2
+    chig = sw2d * m.dphi2
+    out[I_VP] = vprime
+    out[I_CHI1] = chi1
+    out[I_CHIG] = chig
+    out[I_XIQ] = depth_scale(abs(vprime))
+    out[I_XIG] = depth_scale(chig)
+    if not math.isfinite(chi1):
+        out[I_STATUS] = NONFINITE
+        return
+    out[I_PHASE] = classify(chi1, settings.critical_tol)
+
+    if rho == 1.0 and (chi1 <= 1.0 or q == 0.0):
+        # c = 1 is the stable fixed point (ordered side, or the critical line itself).
+        out[I_C] = 1.0
+        out[I_CHIC] = chi1
+        xic = depth_scale(chi1)
+    elif q == 0.0:
+        # Dropout with q* = 0 (sb2 = 0, phi(0) = 0): lengths vanish and c = q_ab / q is a
+        # 0/0 limit.  Linearizing a phi that is smooth at 0 gives c^{l+1} = rho c^l exactly,
+        # so c* = 0 and chi_c = rho; with a kink at 0 there is no such limit to report.
+        if act.family == CF_RELU or kink_at_zero(act):
+            out[I_STATUS] = C_UNDEFINED
+            return
+        out[I_C] = 0.0
+        out[I_CHIC] = rho
+        xic = depth_scale(rho)
+    else:
+        # The dual-activation coefficients are needed only here, so ordered points skip them.
+        series = _dual_series(act, q, m.phi2, m.dphi2)
+        cf = solve_c(act, sw2, sb2, rho, q, m.phi2, series)
+        out[I_C] = cf.c
+        out[I_CHIC] = cf.chi_c
+        if cf.status != OK:
+            out[I_STATUS] = cf.status
+            return
+        xic = depth_scale(cf.chi_c)
+    out[I_XIC] = xic
+    out[I_DEPTH] = settings.depth_constant * xic
+
+
+@nb.njit(cache=True)
+def analyze_serial(act, table, sw2, sb2, settings, out):
+    """analyze_point over flat arrays sw2, sb2 (same length); out has shape (n, N_OUT)."""
+    for i in range(sw2.shape[0]):
+        analyze_point(act, table, sw2[i], sb2[i], settings, out[i])
+
+
+_GRID_STRIDE = 4096
+
+
+@nb.njit(cache=True, parallel=True)
+def analyze_parallel(act, table, sw2, sb2, settings, out):
+    """Parallel variant of :func:`analyze_serial`; each iteration writes only its rows.
+
+    prange splits its range into one contiguous block per thread, and a grid's chaotic
+    points (5-10x the work of ordered ones) sit together at large sw2: iteration k takes
+    the points k, k + STRIDE, k + 2 STRIDE, ... so every thread gets a fair sample.
+    """
+    n = sw2.shape[0]
+    stride = min(n, _GRID_STRIDE)
+    for k in nb.prange(stride):
+        for i in range(k, n, stride):
+            analyze_point(act, table, sw2[i], sb2[i], settings, out[i])
+
+
+@nb.njit(cache=True)
+def chi1_at(act, table, sw2, sb2, q0):
+    """chi_1 = sw2 E[phi'(sqrt(q*) z)^2] as a function of sw2 (for the critical line)."""
+    fp = solve_q(act, sw2, sb2, q0, table)
+    if fp.status == NO_FIXED_POINT:
+        e_dphi2_inf = 0.5 * (act.slope_pos * act.slope_pos + act.slope_neg * act.slope_neg)
+        return sw2 * e_dphi2_inf
+    if fp.status != OK:
+        return math.nan
+    return sw2 * fp.moments.dphi2

@@ -1,0 +1,294 @@
+"""The layer-by-layer NNGP/NTK recursion on blocks of a point set (docs/theory.md,
+"Kernels on a data set (NNGP and NTK, NTK parameterization)").
+
+For inputs Z (n x d), with sw2 = sigma_w^2 and sb2 = sigma_b^2 *variances*::
+
+    Sigma^1(x, x') = sw2 x.x'/d + sb2,                       Theta^1 = Sigma^1
+    Sigma^{l+1}    = sw2 E_{(u,v)~N(0,Lambda^l)}[phi(u) phi(v)] + sb2
+    Sigmadot^{l+1} = sw2 E_{(u,v)~N(0,Lambda^l)}[phi'(u) phi'(v)]
+    Theta^{l+1}    = Sigma^{l+1} + Sigmadot^{l+1} * Theta^l            (entrywise)
+
+with Lambda^l the 2x2 covariance [[Sigma^l(x,x), Sigma^l(x,x')], [., Sigma^l(x',x')]].
+
+How the expectations are computed
+---------------------------------
+* Inputs of unequal norms: every pair keeps its full 2x2 covariance.  Closed forms for
+  the ReLU family (arc-cosine kernel), erf, linear and sin; otherwise a 2-D quadrature
+  per pair (:func:`meanfield.core.gaussian.moments.pair`).
+* All inputs of one norm (|x|^2/d equal to 1e-13 relative): at every depth all pairs
+  share one variance q^l and each pair is described by eps = 1 - c, carried directly so
+  that nearly equal inputs keep their digits.  Closed forms as above; for smooth
+  activations without one, a Chebyshev interpolant in c of Delta(c)/(1 - c) and
+  E[phi'(u) phi'(v)](c) per depth, with Delta = E phi^2 - E phi(u)phi(v), built on
+  Chebyshev-Lobatto nodes c_k = cos(pi k / N) (each node a 2-D quadrature accurate to
+  ~1e-15), N doubled until the interpolant reproduces the new nodes to ``CHEB_RTOL``;
+  kinked activations use the 2-D rule per pair.
+"""
+
+from __future__ import annotations
+
+import math
+import warnings
+from dataclasses import dataclass
+
+import numpy as np
+import scipy.fft
+
+from ..core.activation import Activation
+from ..core.functions import CF_NONE
+from ..core.gaussian import closed
+from ..core.gaussian.moments import moments1
+from . import blocks as K
+
+# Relative agreement between the norms |x|^2/d for the shared-norm path: treating norms
+# that differ by this much as equal perturbs q^1 by less than the 1e-12 accuracy target.
+SHARED_NORM_RTOL = 1e-13
+# The Chebyshev interpolant must reproduce freshly computed nodes to this relative
+# accuracy (against the largest value of each function) before it is used; the node
+# values themselves are accurate to ~1e-15 (docs/theory.md, "Numerics").
+CHEB_RTOL = 1e-13
+CHEB_N0 = 16
+CHEB_NMAX = 4096
+
+_EMPTY = np.empty(0)
+
+
+class Block:
+    """One rectangular block Z[rows] x Z[cols] of the kernel (symmetric if rows == cols)."""
+
+    def __init__(self, rows, cols, sym, sig1, eps1):
+        self.rows, self.cols, self.sym = rows, cols, sym
+        self.sig = sig1
+        self.th = sig1.copy()
+        self.eps = eps1 if eps1 is not None else np.empty((0, 0))
+
+    @property
+    def state(self) -> K.BlockState:
+        return K.BlockState(self.sig, self.th, self.eps)
+
+
+@dataclass(frozen=True)
+class LayerStep:
+    """What one layer l -> l + 1 needs, computed once for all blocks.
+
+    Attributes
+    ----------
+    mode : int
+        ``MODE_*`` of :mod:`meanfield.ntk.blocks` for this layer.
+    q, q_next : float
+        Shared variance at depth l and l + 1 (NaN without a shared norm).
+    m_phi2 : float
+        E phi^2 at q (shared norm).
+    coef1, coef2 : ndarray
+        Closed-form constants, or Chebyshev coefficients of Delta/(1 - c) and E phi'phi'.
+    q_points, q_points_next : ndarray
+        Per-point variances at depth l and l + 1 (unequal norms).
+    """
+
+    mode: int
+    q: float
+    q_next: float
+    m_phi2: float
+    coef1: np.ndarray
+    coef2: np.ndarray
+    q_points: np.ndarray
+    q_points_next: np.ndarray
+
+
+def _plan(steps, blk, general):
+    """The :class:`~meanfield.ntk.blocks.LayerPlan` of ``steps`` for one block."""
+    n = len(steps)
+    width = max([max(s.coef1.size, s.coef2.size) for s in steps] + [1])
+    c1 = np.zeros((n, width))
+    c2 = np.zeros((n, width))
+    lens = np.zeros(n, dtype=np.int64)
+    for k, s in enumerate(steps):
+        c1[k, :s.coef1.size] = s.coef1
+        c2[k, :s.coef2.size] = s.coef2
+        lens[k] = max(s.coef1.size, s.coef2.size)
+    q_rows = np.array([s.q_points[blk.rows] for s in steps]) if general else np.zeros((n, 0))
+    q_cols = np.array([s.q_points[blk.cols] for s in steps]) if general else np.zeros((n, 0))
+    return K.LayerPlan(np.array([s.mode for s in steps], dtype=np.int64),
+                       np.array([s.q for s in steps]), np.array([s.q_next for s in steps]),
+                       np.array([s.m_phi2 for s in steps]), c1, c2, lens, q_rows, q_cols)
+
+
+def _cheb_coef(v):
+    """Chebyshev coefficients of the interpolant through v_k at x_k = cos(pi k / N)."""
+    N = v.size - 1
+    c = scipy.fft.dct(v, type=1) / N
+    c[0] *= 0.5
+    c[-1] *= 0.5
+    return c
+
+
+class Recursion:
+    """Drives the per-layer Numba kernel over one or more blocks of a point set Z.
+
+    ``qz`` holds Sigma^1(z, z) for every point, ``shared`` says whether they are all
+    equal (then ``q`` is that value and each block carries eps = 1 - c).
+    """
+
+    def __init__(self, act: Activation, sw2, sb2, qz, shared, blocks):
+        self.act, self.sw2, self.sb2 = act, float(sw2), float(sb2)
+        self.rec = act.record
+        self.qz = np.ascontiguousarray(qz, dtype=np.float64)
+        self.shared = bool(shared)
+        self.q = float(self.qz[0]) if shared else math.nan
+        self.blocks = blocks
+        self.cheb_nodes = []  # Chebyshev nodes used per depth (shared smooth path)
+        self.warned = False
+        if not shared:
+            self.mode = K.MODE_GENERAL
+        elif act.closed_form != CF_NONE:
+            self.mode = K.MODE_SHARED_CLOSED
+        elif len(act.kinks) == 0:
+            self.mode = K.MODE_SHARED_CHEB
+        else:
+            self.mode = K.MODE_SHARED_QUAD
+
+    @property
+    def method(self):
+        return {K.MODE_GENERAL: "per-pair covariance: " + (
+                    "closed form" if self.act.closed_form != CF_NONE else "2-D quadrature"),
+                K.MODE_SHARED_CLOSED: "shared norm: closed form",
+                K.MODE_SHARED_CHEB: "shared norm: Chebyshev interpolant in c of 2-D quadratures",
+                K.MODE_SHARED_QUAD: "shared norm: 2-D quadrature per pair (kinked activation)",
+                }[self.mode]
+
+    # -- shared-norm helpers
+    def _moments_at_one(self, q):
+        """(E phi^2, E phi'^2) at variance q, from the same routine the pairs use."""
+        if self.act.closed_form != CF_NONE:
+            D, _, Dp = closed.equal_variance(self.rec, q, 0.0)
+            return D, Dp
+        m = moments1(self.rec, q, _EMPTY, False)
+        return m.phi2, m.dphi2
+
+    def _node_values(self, q, theta):
+        eps = 2.0 * np.sin(0.5 * theta) ** 2
+        out = np.empty((theta.size, 3))
+        K.node_moments(self.rec, q, eps, out)
+        with np.errstate(invalid="ignore", divide="ignore"):
+            g = out[:, 1] / eps
+        return g, out[:, 2]
+
+    def _chebyshev(self, q, m_dphi2):
+        """Coefficients of g(c) = Delta(c)/(1 - c) and Dp(c) on [-1, 1], or None."""
+        N = CHEB_N0
+        theta = np.pi * np.arange(N + 1) / N
+        g, dp = self._node_values(q, theta)
+        g[0] = q * m_dphi2  # Delta/(1 - c) -> dE[phi phi]/dc = q E phi'^2 at c = 1
+        while N < CHEB_NMAX:
+            cg, cp = _cheb_coef(g), _cheb_coef(dp)
+            tnew = np.pi * (2 * np.arange(N) + 1) / (2 * N)
+            gn, dpn = self._node_values(q, tnew)
+            xn = np.cos(tnew)
+            eg = np.max(np.abs(np.polynomial.chebyshev.chebval(xn, cg) - gn))
+            ep = np.max(np.abs(np.polynomial.chebyshev.chebval(xn, cp) - dpn))
+            g2 = np.empty(2 * N + 1)
+            d2 = np.empty(2 * N + 1)
+            g2[0::2], g2[1::2] = g, gn
+            d2[0::2], d2[1::2] = dp, dpn
+            g, dp, N = g2, d2, 2 * N
+            if (eg <= CHEB_RTOL * max(np.max(np.abs(g)), 1e-300)
+                    and ep <= CHEB_RTOL * max(np.max(np.abs(dp)), 1e-300)):
+                self.cheb_nodes.append(N + 1)
+                return _cheb_coef(g), _cheb_coef(dp)
+        return None
+
+    def _shared_step(self, q):
+        """The layer from the shared variance q to the next."""
+        m_phi2, m_dphi2 = self._moments_at_one(q)
+        q_next = self.sw2 * m_phi2 + self.sb2
+        mode, c1, c2 = self.mode, _EMPTY, _EMPTY
+        if mode == K.MODE_SHARED_CLOSED:
+            c1 = closed.shared_constants(self.rec, q)
+        elif mode == K.MODE_SHARED_CHEB and q > 0.0:
+            coef = self._chebyshev(q, m_dphi2)
+            if coef is None:
+                if not self.warned:
+                    warnings.warn(f"{self.act.name}: Chebyshev interpolant did not reach "
+                                  f"{CHEB_RTOL:g} with {CHEB_NMAX} nodes at q = {q:g}; "
+                                  "using the 2-D rule per pair (slower, same accuracy)",
+                                  RuntimeWarning, stacklevel=5)
+                    self.warned = True
+                mode = K.MODE_SHARED_QUAD
+            else:
+                c1, c2 = coef
+        elif mode == K.MODE_SHARED_CHEB:
+            mode = K.MODE_SHARED_QUAD  # q = 0: moments2 handles it without nodes
+        return LayerStep(mode, q, q_next, m_phi2, c1, c2, self.qz, self.qz)
+
+    def _general_step(self, qz):
+        """The layer from the per-point variances qz to the next."""
+        qzn = np.empty_like(qz)
+        K.diag_step(self.rec, self.sw2, self.sb2, qz, qzn, np.empty_like(qz))
+        return LayerStep(self.mode, self.q, 0.0, 0.0, _EMPTY, _EMPTY, qz, qzn)
+
+    def _step(self, q, qz):
+        return self._shared_step(q) if self.shared else self._general_step(qz)
+
+    def _advance(self, steps, blk, S, T):
+        """Run the Numba kernel for the given layers on one block."""
+        K.advance(self.rec, self.sw2, self.sb2, _plan(steps, blk, not self.shared), blk.state,
+                  S, T, blk.sym)
+
+    def compute(self, depth, store):
+        """Fill ``store`` = [(Sigma (L, nr, nc), Theta (L, nr, nc)) per block] for depths 1..L.
+
+        The scalar (or per-point) length recursion runs first; then one kernel call per
+        block goes through all layers tile by tile.
+        """
+        steps = []
+        q, qz = self.q, self.qz
+        for _ in range(2, depth + 1):
+            s = self._step(q, qz)
+            steps.append(s)
+            q, qz = s.q_next, s.q_points_next
+        for blk, (S, T) in zip(self.blocks, store):
+            S[0], T[0] = blk.sig, blk.th
+            if steps:
+                self._advance(steps, blk, S[1:], T[1:])
+
+    def iterate(self, depth):
+        """Yield l = 1..depth with every block's ``sig``/``th`` at depth l, updated in place
+        (a few n x n arrays whatever the depth)."""
+        yield 1
+        q, qz = self.q, self.qz
+        for l in range(2, depth + 1):
+            s = self._step(q, qz)
+            for blk in self.blocks:
+                self._advance([s], blk, blk.sig[None], blk.th[None])
+            q, qz = s.q_next, s.q_points_next
+            yield l
+
+
+def setup(act, sw2, sb2, Z, blocks) -> Recursion:
+    """Layer-1 kernels for blocks [(rows, cols, sym)] of the point set Z (n_z x d)."""
+    d = Z.shape[1]
+    sq = np.einsum("ij,ij->i", Z, Z) / d
+    nbar = float(np.mean(sq))
+    shared = bool(np.all(np.abs(sq - nbar) <= SHARED_NORM_RTOL * nbar)) and nbar > 0.0
+    qz = sw2 * (np.full_like(sq, nbar) if shared else sq) + sb2
+    out = []
+    for rows, cols, sym in blocks:
+        A, B = Z[rows], Z[cols]
+        sig1 = sw2 * (A @ B.T) / d + sb2
+        eps1 = None
+        if shared:
+            # For equal norms 1 - c^1 = sw2 |x - x'|^2 / (2 d q^1): no cancellation.
+            scale = sw2 / (d * qz[0])
+            eps1 = scale * (0.5 * (sq[rows][:, None] + sq[cols][None, :]) * d - A @ B.T)
+            # Where 1 - c < 1e-2 the Gram form above has lost up to 2 of its digits to
+            # cancellation: those pairs are recomputed from x - x' directly.
+            K.refine_eps(A, B, eps1, scale, 1e-2)
+            np.clip(eps1, 0.0, 2.0, out=eps1)
+            if sym:
+                np.fill_diagonal(eps1, 0.0)
+                np.fill_diagonal(sig1, qz[0])
+        if sym and not shared:
+            np.fill_diagonal(sig1, qz[rows])
+            sig1 = 0.5 * (sig1 + sig1.T)  # BLAS may round x_i.x_j and x_j.x_i differently
+        out.append(Block(rows, cols, sym, np.ascontiguousarray(sig1), eps1))
+    return Recursion(act, sw2, sb2, qz, shared, out)
