@@ -13,7 +13,7 @@ from .core.activation import (Activation, activations, get_activation, register_
 
 # One point, grids, the critical line, advice
 from .core.analysis import Result, analyze, fixed_points, phase_diagram
-from .core.critical import critical_line, critical_sw2
+from .core.critical import CriticalPoint, critical_line, critical_point, critical_sw2
 from .core.advice import Recommendation, recommend
 
 # Codes and defaults shared by every dataset
@@ -37,6 +37,8 @@ __all__ = [
     "analyze",
     "phase_diagram",
     "critical_sw2",
+    "critical_point",
+    "CriticalPoint",
     "critical_line",
     "fixed_points",
     "Recommendation",

@@ -53,7 +53,12 @@ FLOAT_ACTS = {
     "selu": (lambda x: _SL * x if x > 0 else _SL * _SA * math.expm1(x),
              lambda x: _SL if x > 0 else _SL * _SA * math.exp(x)),
     "hard_tanh": (lambda x: max(min(x, 1.0), -1.0), lambda x: 1.0 if abs(x) < 1 else 0.0),
+    "softplus": (lambda x: max(x, 0.0) + math.log1p(math.exp(-abs(x))), _sig),
+    "sigmoid": (_sig, lambda x: _sig(x) * _sig(-x)),
+    "sin": (math.sin, math.cos),
+    "elu": (lambda x: x if x > 0 else math.expm1(x), lambda x: 1.0 if x > 0 else math.exp(x)),
 }
+KINKS = {"selu": (0.0,), "elu": (0.0,), "hard_tanh": (-1.0, 1.0), "relu": (0.0,)}
 
 
 def gauss1(f, q, kinks=()):
@@ -131,3 +136,67 @@ def c_star(name, sw2, sb2, q, rho=1.0):
     h = lambda c: (sw2 * two_point(name, q, c)[0] + sb2) / q - c  # noqa: E731
     c = optimize.brentq(h, 0.0, 0.99, xtol=1e-14, rtol=1e-14)
     return c, sw2 * two_point(name, q, c)[1]
+
+
+# --------------------------------------------------------------------------- near c = 1
+
+def _split_quad(g, pts, lo=-12.0, hi=12.0):
+    """quad of g over [lo, hi] with the interval split at pts (each piece separately, so a
+    kink on a piece's edge costs nothing)."""
+    edges = [lo] + sorted(p for p in set(pts) if lo < p < hi) + [hi]
+    total = 0.0
+    for a, b in zip(edges[:-1], edges[1:]):
+        total += integrate.quad(g, a, b, epsabs=0.0, epsrel=1e-13, limit=500)[0]
+    return total
+
+
+def delta_two_point(name, q, eps):
+    """(Delta, Dp) at variance q and correlation c = 1 - eps by nested double quad, with
+    Delta = E[phi(u)^2] - E[phi(u)phi(v)] = E[(phi(u) - phi(v))^2] / 2 integrated as that
+    square, so it keeps its relative digits as eps -> 0 (no cancellation anywhere); every
+    kink of phi (and of the inner integrand, at the images of the kinks) is a split point.
+    """
+    f, df = FLOAT_ACTS[name]
+    kinks = KINKS.get(name, ())
+    sq = math.sqrt(q)
+    c = 1.0 - eps
+    s = math.sqrt(eps * (2.0 - eps))
+    pdf = lambda z: math.exp(-0.5 * z * z) / math.sqrt(2 * math.pi)  # noqa: E731
+    # z1 where u or v (at z2 = 0 and a few widths s around it) meets a kink
+    outer_pts = [k / sq for k in kinks] + [k / (c * sq) for k in kinks]
+    outer_pts += [k / (c * sq) + j * s / c for k in kinks for j in (-8, -3, -1, 1, 3, 8)]
+
+    def inner(g, z1):
+        pts = [(k / sq - c * z1) / s for k in kinks]
+        return _split_quad(lambda z2: g(z1, sq * (c * z1 + s * z2)) * pdf(z2), pts)
+
+    def expect(g):
+        return _split_quad(lambda z1: inner(g, z1) * pdf(z1), outer_pts)
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", integrate.IntegrationWarning)
+        delta = 0.5 * expect(lambda z1, v: (f(sq * z1) - f(v)) ** 2)
+        dp = expect(lambda z1, v: df(sq * z1) * df(v))
+    return delta, dp
+
+
+def c_star_near_one(name, sw2, sb2, q, eps0):
+    """(c*, chi_c) of a chaotic point whose c* is close to 1, solving in eps = 1 - c.
+
+    With q = sw2 E phi^2 + sb2 the fixed-point equation C(c) = c is exactly
+    h(eps) = sw2 Delta(eps) - q eps = 0, both terms computed without cancellation.  Secant
+    iterations from eps0 (a starting guess only: the root is that of h, evaluated here
+    independently of the library) until the step is below 1e-13 eps.
+    """
+    h = lambda e: sw2 * delta_two_point(name, q, e)[0] - q * e  # noqa: E731
+    e0, e1 = eps0, eps0 * (1 + 1e-3)
+    h0, h1 = h(e0), h(e1)
+    for _ in range(20):
+        if h1 == h0:  # both at the root to rounding
+            break
+        e2 = e1 - h1 * (e1 - e0) / (h1 - h0)
+        if abs(e2 - e1) < 1e-13 * abs(e2):
+            e1 = e2
+            break
+        e0, h0, e1, h1 = e1, h1, e2, h(e2)
+    return 1.0 - e1, sw2 * delta_two_point(name, q, e1)[1]

@@ -60,7 +60,7 @@ def test_diagram_writes_netcdf_and_png(tmp_path, capsys):
     (["diagram", "-o", "out.txt"], "must end in .nc"),
     (["diagram", "--sw2", "2:1:5", "-o", "x.nc"], "STOP must be greater than START"),
     (["diagram", "--sb2", "0:1", "-o", "x.nc"], "expected START:STOP:N"),
-    (["recommend", "tanh", "--depth", "0"], "depth must be a positive integer"),
+    (["recommend", "tanh", "--depth", "0"], "depth must be an integer >= 1"),
     (["frobnicate"], "invalid choice"),
 ])
 def test_bad_input_one_line_exit_2(capsys, argv, needle, tmp_path, monkeypatch):

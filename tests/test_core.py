@@ -35,7 +35,8 @@ def test_relu_critical_point_and_unbounded_length():
     r = mf.analyze("relu", 2.5, 0.1)
     assert math.isinf(r.q_star) and not r.converged and math.isnan(r.xi_c)
     assert "no finite fixed point" in r.status
-    assert r.chi1 == pytest.approx(1.25) and r.phase == "chaotic"
+    # chi_1 is the q -> inf limit sw2/2; the phase is "unbounded", not chaotic or critical.
+    assert r.chi1 == pytest.approx(1.25) and r.phase == "unbounded"
 
 
 def test_leaky_relu_closed_form():
@@ -268,10 +269,12 @@ def test_no_critical_point_where_chi1_jumps():
     # some sw2, then the map grows without bound (chi_1 -> sw2/2 ~ 1.08): chi_1 jumps across
     # 1 and never equals it.  Brent converges onto the jump; it must not be reported.
     assert math.isnan(mf.critical_sw2("silu", 0.05))
-    with pytest.raises(ValueError, match="no critical line"):
-        mf.recommend("silu", depth=100, sb2=0.05)
-    # At large sb2 chi_1 -> 1 continuously as q* -> inf at sw2 = 2 (as for ReLU).
-    assert mf.critical_sw2("gelu", 1.0) == pytest.approx(2.0, rel=1e-12)
+    cp = mf.critical_point("silu", 0.05)
+    assert "diverges" in cp.reason and not any(c.direction == "up" for c in cp.crossings)
+    # recommend moves to the nearest sb2 with an edge of chaos and says so.
+    rec = mf.recommend("silu", depth=100, sb2=0.05)
+    assert rec.requested_sb2 == 0.05 and rec.sb2 > 0.05 and "diverges" in rec.note
+    assert abs(rec.chi1 - 1) < 1e-9 and math.isfinite(rec.q_star)
 
 
 # --------------------------------------------------------------------------- custom activations
@@ -318,10 +321,11 @@ def test_custom_activation_with_kink_needs_derivative():
 
 # --------------------------------------------------------------------------- invariants
 
-GRID_ACTS = ["tanh", "erf", "relu", "gelu", "sin"]
+GRID_ACTS = ["tanh", "relu", "leaky_relu", "elu", "selu", "gelu", "silu", "softplus", "sigmoid",
+             "erf", "sin", "linear", "hard_tanh"]
 
 
-@settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@settings(max_examples=120, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(name=st.sampled_from(GRID_ACTS), sw2=st.floats(0.05, 4.0), sb2=st.floats(0.0, 2.0))
 def test_invariants(name, sw2, sb2):
     r = mf.analyze(name, sw2, sb2)
@@ -329,6 +333,9 @@ def test_invariants(name, sw2, sb2):
         assert r.q_star >= sb2 * (1 - 1e-14)
         assert -1.0 <= r.c_star <= 1.0
         assert r.xi_c >= 0
+    if math.isinf(r.q_star):
+        assert r.phase == "unbounded" and not r.converged
+        return
     if math.isnan(r.chi1):
         assert r.phase == "undetermined" and not r.converged
         return
@@ -336,7 +343,7 @@ def test_invariants(name, sw2, sb2):
     expected = "ordered" if lc < -1e-3 else ("chaotic" if lc > 1e-3 else "critical")
     assert r.phase == expected
     if r.phase == "chaotic" and r.converged:
-        assert r.c_star < 1 and r.chi_c < 1
+        assert r.c_star < 1 and 0 <= r.chi_c < 1 and r.xi_c > 0 and r.max_depth > 0
 
 
 @settings(max_examples=8, deadline=None)
@@ -361,8 +368,8 @@ def test_phase_diagram_dataset_is_self_describing():
                  "converged", "sw2", "sb2"):
         assert "long_name" in ds[name].attrs and "units" in ds[name].attrs
     assert ds.phase.attrs["flag_meanings"].split() == ["undetermined", "ordered", "critical",
-                                                        "chaotic"]
-    assert list(ds.phase.attrs["flag_values"]) == [-1, 0, 1, 2]
+                                                        "chaotic", "unbounded"]
+    assert list(ds.phase.attrs["flag_values"]) == [-1, 0, 1, 2, 3]
     assert ds.attrs["activation"] == "tanh" and "meanfield_version" in ds.attrs
     point = mf.analyze("tanh", float(ds.sw2[3]), float(ds.sb2[2]))
     assert float(ds.q_star[3, 2]) == point.q_star
@@ -423,3 +430,75 @@ def test_bad_options_and_grids():
         mf.get_activation("tanh", slope=0.1)
     with pytest.raises(ValueError, match="depth"):
         mf.recommend("tanh", 0)
+
+
+# --------------------------------------------------------------------------- edge of chaos
+
+def _critical_reference(name, sb2, q_guess):
+    """An independent critical point: chi_1 = 1 and q = V(q) together mean
+    q = F(q) / G(q) + sb2 with F = E phi^2, G = E phi'^2 at variance q (then sw2 = 1/G),
+    solved with mpmath at 30 digits from the library's q* (only a starting guess)."""
+    mp = ref.mp
+    f, df, kinks = ref.MP_ACTS[name]
+    F = lambda q: ref.gauss1(lambda x: f(x) ** 2, q, kinks)  # noqa: E731
+    G = lambda q: ref.gauss1(lambda x: df(x) ** 2, q, kinks)  # noqa: E731
+    q = mp.findroot(lambda q: q - F(q) / G(q) - sb2, mp.mpf(q_guess), tol=mp.mpf(10) ** -24)
+    return float(1 / G(q)), float(q)
+
+
+@pytest.mark.parametrize("name,sb2", [("gelu", 0.3), ("gelu", 0.5), ("gelu", 1.0), ("gelu", 2.0),
+                                      ("silu", 1.0), ("silu", 2.0), ("tanh", 0.05),
+                                      ("selu", 0.1), ("hard_tanh", 0.3)])
+def test_critical_point_against_high_precision(name, sb2):
+    cp = mf.critical_point(name, sb2)
+    assert not cp.reason and math.isfinite(cp.q_star)
+    sw2, q = _critical_reference(name, sb2, cp.q_star)
+    assert cp.sw2 == pytest.approx(sw2, rel=1e-12)
+    assert cp.q_star == pytest.approx(q, rel=1e-9)
+    # the crossing is a real one: ordered just below, chaotic (with finite q*) just above
+    below, above = mf.analyze(name, cp.sw2 * (1 - 1e-6), sb2), mf.analyze(name, cp.sw2 * (1 + 1e-6), sb2)
+    assert below.phase == "ordered" or below.chi1 < 1
+    assert above.chi1 > 1 and math.isfinite(above.q_star)
+
+
+def test_gelu_edge_of_chaos_is_not_the_slope_at_infinity():
+    # The issue's case: at sw2 = 2 the slope of the length map at q = inf equals 1, which is
+    # no edge of chaos; the real one is at 1.95615862831943 with q* = 8.77.
+    cp = mf.critical_point("gelu", 0.3)
+    assert cp.sw2 == pytest.approx(1.9561586283194314, rel=1e-13)
+    assert abs(mf.analyze("gelu", cp.sw2, 0.3).chi1 - 1) < 1e-12
+
+
+@pytest.mark.parametrize("name,sb2", [("gelu", 0.01), ("silu", 0.3), ("softplus", 0.5)])
+def test_no_edge_of_chaos_where_lengths_diverge_first(name, sb2):
+    cp = mf.critical_point(name, sb2)
+    assert math.isnan(cp.sw2) and "diverges" in cp.reason
+    line = mf.critical_line(name, [sb2])
+    assert math.isnan(float(line[0])) and "diverges" in str(line.reason.values[0])
+
+
+# Points 1e-3 and 1e-4 (relative in sw2) on the chaotic side of the critical line, where c*
+# is within ~1e-3 .. 1e-5 of 1: c* from an independent solve in eps = 1 - c.
+NEAR_CRITICAL = [("selu", 0.980817, 0.1), ("hard_tanh", 1.26404, 0.1), ("elu", 1.61, 0.1)] + [
+    (name, None, sb2, 1e-4) for name, sb2 in (("selu", 0.1), ("elu", 0.1), ("hard_tanh", 0.1),
+                                              ("tanh", 0.1), ("gelu", 0.5), ("silu", 1.0))] + [
+    (name, None, 0.1, 1e-3) for name in ("sigmoid", "erf", "sin", "tanh")]
+
+
+@pytest.mark.parametrize("case", NEAR_CRITICAL, ids=lambda c: "-".join(f"{v}" for v in c if v))
+def test_near_critical_chaotic_against_reference(case):
+    if case[1] is None:
+        name, _, sb2, k = case
+        sw2 = mf.critical_sw2(name, sb2) * (1 + k)
+    else:
+        name, sw2, sb2 = case
+    r = mf.analyze(name, sw2, sb2)
+    assert r.converged and r.phase in ("chaotic", "critical")
+    if name in ref.MP_ACTS:
+        q, chi1, _ = ref.one_point(name, sw2, sb2)
+        assert r.q_star == pytest.approx(q, rel=1e-12)
+        assert r.chi1 == pytest.approx(chi1, rel=1e-12)
+    c, chic = ref.c_star_near_one(name, sw2, sb2, r.q_star, 1 - r.c_star)
+    assert 1 - r.c_star == pytest.approx(1 - c, rel=1e-9)
+    assert r.chi_c == pytest.approx(chic, rel=1e-10)
+    assert 0 <= r.chi_c < 1 and r.xi_c > 0 and r.max_depth > 0

@@ -16,6 +16,7 @@ import pytest
 from hypothesis import given, settings, strategies as st
 
 from meanfield import analyze, critical_sw2, kernels, ntk_metrics, two_point_kernels
+import meanfield as mf
 from meanfield.cli.kernel import register as add_kernel_parser
 
 
@@ -358,3 +359,26 @@ def test_cli_kernel(tmp_path, capsys):
                       str(tmp_path / "missing.npy")])
     with pytest.raises(ValueError, match="--data: no such file"):
         a.func(a)
+
+
+def test_ntk_metrics_rate_with_biased_labels():
+    # tanh (2.0, 0.05) is chaotic with c* != 0: the kernel's off-diagonal tends to a
+    # constant while its diagonal grows like chi_1^l, so the predictor's label-mean
+    # component decays like 1/chi_1 and the rest like chi_c/chi_1 (faster).
+    rng = np.random.default_rng(0)
+    X = rng.normal(size=(40, 10))
+    X *= np.sqrt(10) / np.linalg.norm(X, axis=1, keepdims=True)
+    Xt = rng.normal(size=(5, 10))
+    Xt *= np.sqrt(10) / np.linalg.norm(Xt, axis=1, keepdims=True)
+    y = rng.normal(size=40)
+    y -= y.mean()
+    r = mf.analyze("tanh", 2.0, 0.05)
+    biased = mf.ntk_metrics(X, y + 0.2, Xt, "tanh", 2.0, 0.05, 200)
+    assert float(biased.theory_decay_rate) == pytest.approx(1 / r.chi1, rel=1e-12)
+    assert float(biased.decay_rate[-2]) == pytest.approx(float(biased.theory_decay_rate), abs=1e-3)
+    centred = mf.ntk_metrics(X, y, Xt, "tanh", 2.0, 0.05, 200)
+    assert float(centred.theory_decay_rate) == pytest.approx(r.chi_c / r.chi1, rel=1e-12)
+    assert float(centred.theory_decay_rate_mean) == pytest.approx(1 / r.chi1, rel=1e-12)
+    # the centred rate is approached like 1 + O(1/l): 7e-3 away at depth 200
+    assert float(centred.decay_rate[-2]) == pytest.approx(r.chi_c / r.chi1, abs=1e-2)
+    assert float(centred.decay_rate[-2]) < float(biased.decay_rate[-2]) - 0.02

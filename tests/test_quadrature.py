@@ -46,7 +46,7 @@ def test_two_point_lattice_rule(name):
             lat = E._lattice_rule(rec, q, eps)
             half = E._lattice_rule(rec._replace(kappa=rec.kappa / 2), q, eps)
             pairs = E._pair_rule(rec, q, eps)
-            panels = E._kinked_rule(rec._replace(kinks=far, kappa=rec.kappa * 0.3), q, eps)
+            panels = E.kinked_rule(rec._replace(kinks=far, kappa=rec.kappa * 0.3), q, q, eps)
             scale = max(abs(half[0]), 1e-3 * q)  # D can vanish (odd phi at c = 0)
             assert lat[0] == pytest.approx(half[0], abs=5e-14 * scale)
             assert lat[0] == pytest.approx(pairs[0], abs=5e-14 * scale)

@@ -41,7 +41,13 @@ def cmd_critical(args):
 
     sb2 = parse_range(args.sb2, "--sb2")
     for s in sb2:
-        print(f"sb2 = {s:.12g}   critical sw2 = {fmt(mf.critical_sw2(args.activation, s))}")
+        cp = mf.critical_point(args.activation, s)
+        line = f"sb2 = {s:.12g}   critical sw2 = {fmt(cp.sw2)}"
+        if math.isfinite(cp.sw2):
+            line += f"   q* = {fmt(cp.q_star)}"
+        # The reason is the answer where there is no edge of chaos, and a caveat (q* = inf
+        # for the ReLU family) where there is one.
+        print(line + (f"   ({cp.reason})" if cp.reason else ""))
 
 
 def cmd_recommend(args):
@@ -71,8 +77,8 @@ def cmd_diagram(args):
         if out.exists() and not args.overwrite:
             raise ValueError(f"-o: {str(out)!r} exists; pass --overwrite to replace it")
         ds.to_zarr(out, mode="w")
-    counts = {name: int((ds.phase == code).sum()) for code, name in
-              ((0, "ordered"), (1, "critical"), (2, "chaotic"))}
+    counts = {ph.flag: int((ds.phase == int(ph)).sum()) for ph in
+              (mf.Phase.ORDERED, mf.Phase.CRITICAL, mf.Phase.CHAOTIC, mf.Phase.UNBOUNDED)}
     print(f"wrote {out} ({ds.sizes['sw2']} x {ds.sizes['sb2']} points; "
           + ", ".join(f"{k} {v}" for k, v in counts.items())
           + f"; {int((~ds.converged).sum())} not converged)")

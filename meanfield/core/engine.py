@@ -79,6 +79,15 @@ def compute_points(act: Activation, sw2, sb2, *, rho=1.0, q0=Q0, depth_constant=
     return res
 
 
-def chi1(act: Activation, sw2, sb2, q0=Q0) -> float:
-    """chi_1 at one point (used by root finders)."""
+def chi1(act: Activation, sw2, sb2, q0=Q0):
+    """(q*, chi_1) at one point (used by root finders); q* = inf where the map diverges."""
     return P.chi1_at(act.record, length_table(act), float(sw2), float(sb2), float(q0))
+
+
+def chi1_along(act: Activation, sw2, sb2, q0=Q0):
+    """(q*, chi_1) at every sw2 of a 1-D array, at one sb2."""
+    sw2 = np.ascontiguousarray(sw2, dtype=np.float64)
+    q = np.empty_like(sw2)
+    chi = np.empty_like(sw2)
+    P.chi1_scan(act.record, length_table(act), sw2, float(sb2), float(q0), q, chi)
+    return q, chi

@@ -29,14 +29,22 @@ OK = int(Status.OK)
 NO_FIXED_POINT = int(Status.NO_FIXED_POINT)
 NONFINITE = int(Status.NONFINITE)
 C_UNDEFINED = int(Status.C_UNDEFINED)
+C_UNSTABLE = int(Status.C_UNSTABLE)
 PHASE_UNDETERMINED = int(Phase.UNDETERMINED)
 PHASE_ORDERED = int(Phase.ORDERED)
 PHASE_CRITICAL = int(Phase.CRITICAL)
 PHASE_CHAOTIC = int(Phase.CHAOTIC)
+PHASE_UNBOUNDED = int(Phase.UNBOUNDED)
 
 # Indices of the point-result row.
 I_Q, I_C, I_CHI1, I_CHIC, I_XIQ, I_XIC, I_XIG, I_DEPTH, I_PHASE, I_STATUS, I_VP, I_CHIG = range(12)
 N_OUT = 12
+
+# Relative uncertainty of a tail mass computed as E[phi^2] - sum_{n<N} a_n^2: both sides
+# are accurate to ~1e-16 relative, their difference to a few times that.
+TAIL_ROUNDING = 1e-15
+# chi_1 this close above 1 counts as 1 for the correlation map (see analyze_point).
+CHI1_RESOLUTION = 1e-12
 
 Settings = namedtuple("Settings", ["rho", "q0", "depth_constant", "critical_tol"])
 Settings.__doc__ = """Options shared by every point of a diagram (see :func:`meanfield.analyze`)."""
@@ -64,16 +72,14 @@ def classify(chi1, critical_tol):
 
 
 @nb.njit(cache=True)
-def _unbounded(act, sw2, sw2d, settings, out):
-    """Row of a point whose length map has no finite fixed point: chi_1 from phi's
-    asymptotic slopes (the q -> inf limit) when they are known."""
+def _unbounded(act, sw2, sw2d, out):
+    """Row of a point whose length map has no finite fixed point: phase UNBOUNDED, and
+    chi_1 its q -> inf limit from phi's asymptotic slopes (NaN when they are unknown)."""
     e_dphi2_inf = 0.5 * (act.slope_pos * act.slope_pos + act.slope_neg * act.slope_neg)
-    chi1 = sw2 * e_dphi2_inf
-    out[I_CHI1] = chi1
+    out[I_CHI1] = sw2 * e_dphi2_inf
     out[I_CHIG] = sw2d * e_dphi2_inf
     out[I_XIG] = depth_scale(sw2d * e_dphi2_inf)
-    if math.isfinite(chi1):
-        out[I_PHASE] = classify(chi1, settings.critical_tol)
+    out[I_PHASE] = PHASE_UNBOUNDED
 
 
 @nb.njit(cache=True)
@@ -89,8 +95,11 @@ def _dual_series(act, q, F, dphi2):
         for n in range(herm.shape[0]):
             s0 += herm[n] * herm[n]
             s1 += n * herm[n] * herm[n]
-        tail = max(F - s0, 0.0)
-        tail1 = max(q * dphi2 - s1, 0.0)  # sum n a_n^2 = q E[phi'^2]
+        # The tails are differences of two sums accurate to rounding: they are known only up
+        # to a few ulps of the whole, so the bound keeps that much (a tail computed as 0 by
+        # cancellation would otherwise "prove" a truncated series exact near c = 1).
+        tail = max(F - s0, 0.0) + TAIL_ROUNDING * F
+        tail1 = max(q * dphi2 - s1, 0.0) + TAIL_ROUNDING * q * dphi2  # sum n a_n^2 = q E[phi'^2]
     return DualSeries(herm, tail, tail1)
 
 
@@ -108,7 +117,7 @@ def analyze_point(act, table, sw2, sb2, settings, out):
     out[I_STATUS] = fp.status
     out[I_PHASE] = PHASE_UNDETERMINED
     if fp.status == NO_FIXED_POINT:
-        _unbounded(act, sw2, sw2d, settings, out)
+        _unbounded(act, sw2, sw2d, out)
         return
     if fp.status != OK:
         return
@@ -129,8 +138,10 @@ def analyze_point(act, table, sw2, sb2, settings, out):
         return
     out[I_PHASE] = classify(chi1, settings.critical_tol)
 
-    if rho == 1.0 and (chi1 <= 1.0 or q == 0.0):
-        # c = 1 is the stable fixed point (ordered side, or the critical line itself).
+    if rho == 1.0 and (chi1 <= 1.0 + CHI1_RESOLUTION or q == 0.0):
+        # c = 1 is the stable fixed point (ordered side, or the critical line itself: within
+        # CHI1_RESOLUTION of 1 the fixed point below c = 1 would sit at 1 - c ~ 1e-12, at
+        # the rounding level of C(c), where no solver can separate it from c = 1).
         out[I_C] = 1.0
         out[I_CHIC] = chi1
         xic = depth_scale(chi1)
@@ -148,11 +159,18 @@ def analyze_point(act, table, sw2, sb2, settings, out):
         # The dual-activation coefficients are needed only here, so ordered points skip them.
         series = _dual_series(act, q, m.phi2, m.dphi2)
         cf = solve_c(act, sw2, sb2, rho, q, m.phi2, series)
-        out[I_C] = cf.c
-        out[I_CHIC] = cf.chi_c
         if cf.status != OK:
+            out[I_C] = cf.c
+            out[I_CHIC] = cf.chi_c
             out[I_STATUS] = cf.status
             return
+        if not (0.0 <= cf.chi_c < 1.0):
+            # A stable fixed point below c = 1 has 0 <= chi_c < 1 (C is convex and
+            # increasing on [0, 1]); anything else is a failure, never a depth scale.
+            out[I_STATUS] = C_UNSTABLE
+            return
+        out[I_C] = cf.c
+        out[I_CHIC] = cf.chi_c
         xic = depth_scale(cf.chi_c)
     out[I_XIC] = xic
     out[I_DEPTH] = settings.depth_constant * xic
@@ -185,11 +203,22 @@ def analyze_parallel(act, table, sw2, sb2, settings, out):
 
 @nb.njit(cache=True)
 def chi1_at(act, table, sw2, sb2, q0):
-    """chi_1 = sw2 E[phi'(sqrt(q*) z)^2] as a function of sw2 (for the critical line)."""
+    """(q*, chi_1 = sw2 E[phi'(sqrt(q*) z)^2]) as a function of sw2 (for the critical line).
+
+    Where the length map has no finite fixed point q* is inf and chi_1 its q -> inf limit
+    (NaN when phi's asymptotic slopes are unknown); NaN both when a solver fails.
+    """
     fp = solve_q(act, sw2, sb2, q0, table)
     if fp.status == NO_FIXED_POINT:
         e_dphi2_inf = 0.5 * (act.slope_pos * act.slope_pos + act.slope_neg * act.slope_neg)
-        return sw2 * e_dphi2_inf
+        return math.inf, sw2 * e_dphi2_inf
     if fp.status != OK:
-        return math.nan
-    return sw2 * fp.moments.dphi2
+        return math.nan, math.nan
+    return fp.q, sw2 * fp.moments.dphi2
+
+
+@nb.njit(cache=True)
+def chi1_scan(act, table, sw2, sb2, q0, q_out, chi_out):
+    """:func:`chi1_at` at every element of the array ``sw2``."""
+    for i in range(sw2.shape[0]):
+        q_out[i], chi_out[i] = chi1_at(act, table, sw2[i], sb2, q0)

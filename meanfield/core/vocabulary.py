@@ -18,6 +18,9 @@ import numpy as np
 
 # Schoenholz et al. (2017): random networks train when L <~ 6 xi_c.
 DEPTH_CONSTANT = 6.0
+# What this project measured with figures/trainability.py (tanh on scikit-learn's digits,
+# 300 SGD steps; figures/trainability_tanh.nc): the trainable boundary at 4.8 xi_c.
+MEASURED_DEPTH_CONSTANT = 4.8
 # Points with |log chi_1| <= CRITICAL_TOL are labelled critical: their gradient depth
 # scale 1/|log chi_1| exceeds 1000 layers, deeper than any network the rule is used for.
 CRITICAL_TOL = 1e-3
@@ -55,6 +58,9 @@ class Status(Coded):
     C_UNDEFINED = 5, "correlation_undefined_at_zero_length", (
         "q* = 0 under dropout and phi has a kink at 0: the correlation q_ab/q is 0/0 with no "
         "limit, so c*, chi_c and xi_c are undefined")
+    C_UNSTABLE = 6, "correlation_fixed_point_not_stable", (
+        "the correlation fixed point found has chi_c >= 1, so it is not the attractor of the "
+        "map (a solver failure): c*, chi_c, xi_c and max_depth are withheld")
 
 
 class Phase(Coded):
@@ -64,6 +70,8 @@ class Phase(Coded):
     ORDERED = 0, "ordered"
     CRITICAL = 1, "critical"
     CHAOTIC = 2, "chaotic"
+    UNBOUNDED = 3, "unbounded", ("unbounded: the length map has no finite fixed point, the "
+                                 "signal's length grows without bound with depth")
 
 
 class KernelStatus(Coded):

@@ -11,6 +11,9 @@ Modes (chosen per layer in :mod:`meanfield.ntk.recursion`):
 ``MODE_GENERAL``
     Every pair has its own 2x2 covariance (inputs of unequal norms):
     :func:`meanfield.core.gaussian.moments.pair` per entry.
+``MODE_GENERAL_CLOSED``
+    The same with a closed form (:func:`meanfield.core.gaussian.closed.general`), in its
+    own loop so that no quadrature code sits beside it.
 ``MODE_SHARED_CLOSED`` / ``MODE_SHARED_CHEB`` / ``MODE_SHARED_QUAD``
     All inputs share one norm, so at each depth every pair shares one variance q and the
     state of a pair is eps = 1 - c, carried directly so that pairs near c = 1 keep their
@@ -36,6 +39,7 @@ MODE_GENERAL = 0
 MODE_SHARED_CLOSED = 1
 MODE_SHARED_CHEB = 2
 MODE_SHARED_QUAD = 3
+MODE_GENERAL_CLOSED = 4
 
 LayerPlan = namedtuple("LayerPlan", ["mode", "q", "q_next", "m_phi2", "coef1", "coef2", "n_coef",
                                      "q_rows", "q_cols"])
@@ -152,6 +156,18 @@ def _tile_cheb(k, sw2, sb2, qnext, m_phi2, cg, cp, th, eps, S, T, sym, i0, i1, j
 
 
 @nb.njit(cache=True)
+def _tile_general_closed(k, act, sw2, sb2, qr, qc, sig, th, S, T, sym, i0, i1, j0, j1):
+    for i in range(i0, i1):
+        for j in range(max(i, j0) if sym else j0, j1):
+            D, Dp = closed.pair(act, qr[i], qc[j], sig[i, j], sym and i == j)
+            sv = sw2 * D + sb2
+            tv = sv + sw2 * Dp * th[i, j]
+            sig[i, j] = sv
+            th[i, j] = tv
+            _put(k, i, j, sv, tv, S, T, sym)
+
+
+@nb.njit(cache=True)
 def _tile_quad(k, mode, act, sw2, sb2, q, qnext, m_phi2, qr, qc, sig, th, eps, S, T, sym,
                i0, i1, j0, j1):
     scale = sw2 / qnext if qnext > 0.0 else 0.0
@@ -210,6 +226,9 @@ def advance(act, sw2, sb2, plan, state, S, T, sym):
             if mode == MODE_SHARED_CLOSED:
                 _tile_closed(k, act, sw2, sb2, plan.q[k], plan.q_next[k], plan.m_phi2[k],
                              plan.coef1[k], th, eps, S, T, sym, i0, i1, j0, j1)
+            elif mode == MODE_GENERAL_CLOSED:
+                _tile_general_closed(k, act, sw2, sb2, plan.q_rows[k], plan.q_cols[k], sig, th,
+                                     S, T, sym, i0, i1, j0, j1)
             elif mode == MODE_SHARED_CHEB:
                 _tile_cheb(k, sw2, sb2, plan.q_next[k], plan.m_phi2[k], plan.coef1[k, :n1],
                            plan.coef2[k, :n1], th, eps, S, T, sym, i0, i1, j0, j1)

@@ -44,6 +44,31 @@ def _rms(a):
     return float(np.sqrt(np.mean(np.square(a))))
 
 
+# A label sum (weighted by the kernel's inverse diagonal) below this fraction of its
+# absolute counterpart counts as zero: rounding left by centring the labels.
+MEAN_TOL = 1e-12
+# c* this close to 0 leaves no constant mode in the kernel (odd phi at sb2 = 0).
+C_STAR_TOL = 1e-12
+
+
+def _chaotic_rate(res, Y, diag):
+    """The decay rate of the mean predictor that dominates at depth, for these labels.
+
+    Deep in the chaotic phase Theta^l on the train set is alpha_l D + beta 1 1^T plus a part
+    decaying like chi_c^l: the diagonal grows like chi_1^l (D: its relative profile, which
+    stays uneven when the inputs' norms differ) while the off-diagonal tends to the
+    constant q* c* / (1 - chi_c) (Sigma_ij -> q* c* each layer).  The predictor's
+    component along 1 is then beta 1 (1^T D^-1 Y) / alpha_l ~ chi_1^-l, and the rest
+    decays like (chi_c/chi_1)^l.  Unless 1^T D^-1 Y vanishes (labels of mean zero on
+    inputs of one norm) or c* = 0, the first, slower, one wins.
+    """
+    weighted = np.abs(np.sum(Y / diag.reshape((-1,) + (1,) * (Y.ndim - 1)), axis=0))
+    scale = np.sum(np.abs(Y) / diag.reshape((-1,) + (1,) * (Y.ndim - 1)), axis=0)
+    if np.any(weighted > MEAN_TOL * scale) and abs(res.c_star) > C_STAR_TOL:
+        return 1.0 / res.chi1
+    return res.chi_c / res.chi1
+
+
 def ntk_metrics(X_train, y_train, X_test, activation, sw2, sb2, depth) -> xr.Dataset:
     """Trainability and generalization metrics of the NTK at every depth 1..L.
 
@@ -61,8 +86,12 @@ def ntk_metrics(X_train, y_train, X_test, activation, sw2, sb2, depth) -> xr.Dat
       r/(1 - r) with r the fitted rate there (NaN when r is not in (0, 1)).  The approach
       is algebraic there (see below), so this limit, and the distance, are estimates.
     * ``decay_rate``: fitted local rate r^l = |P^{l+1} - P^l| / |P^l - P^{l-1}| (RMS norms;
-      needs no limit), to compare with ``theory_decay_rate``: chi_c*/chi_1 (chaotic) and 1
-      (ordered and critical: polynomial, not exponential).  For the O(l r^l) law of the
+      needs no limit), to compare with ``theory_decay_rate``.  Chaotic phase: the
+      predictor's component along the labels' mean decays like chi_1^-l (the kernel's
+      off-diagonal tends to a constant while its diagonal grows like chi_1^l;
+      ``theory_decay_rate_mean``), the rest like (chi_c*/chi_1)^l
+      (``theory_decay_rate_centred``); ``theory_decay_rate`` is the one that dominates for
+      the given labels.  Ordered and critical: 1 (polynomial, not exponential).  For the O(l r^l) law of the
       chaotic phase r^l approaches the rate like 1 + O(1/l).  In the ordered phase the
       non-constant part of Theta^l shrinks like chi_1^l but its shape still converges like
       1/l, and the predictor depends only on that shape: r^l = 1 - O(1/l) (measured:
@@ -107,9 +136,12 @@ def ntk_metrics(X_train, y_train, X_test, activation, sw2, sb2, depth) -> xr.Dat
     status = np.zeros(L, dtype=np.int8)
     pred = np.full((L, m) + Y.shape[1:], np.nan)
     tiny = n * np.finfo(np.float64).eps
+    diag = np.ones(n)  # Theta^l's diagonal at the deepest finite depth
     for l in rec.iterate(L):
         Ttr, Tte = rec.blocks[0].th, rec.blocks[1].th
         k = l - 1
+        if np.all(np.isfinite(np.diagonal(Ttr))) and np.all(np.diagonal(Ttr) > 0):
+            diag = np.diagonal(Ttr).copy()
         if not (np.all(np.isfinite(Ttr)) and np.all(np.isfinite(Tte))):
             status[k] = STATUS_NONFINITE
             continue
@@ -141,10 +173,12 @@ def ntk_metrics(X_train, y_train, X_test, activation, sw2, sb2, depth) -> xr.Dat
         rate[1:-1] = diff[1:-1] / diff[:-2]
 
     res = analyze(act, sw2, sb2, q0=float(np.mean(rec.qz)))
+    rate_mean = 1.0 / res.chi1 if res.phase == "chaotic" else math.nan
+    rate_centred = res.chi_c / res.chi1 if res.phase == "chaotic" else math.nan
     if res.phase == "ordered":
         theory_rate, theory_cond = 1.0, 1.0 / res.chi1
     elif res.phase == "chaotic":
-        theory_rate, theory_cond = res.chi_c / res.chi1, 1.0
+        theory_rate, theory_cond = _chaotic_rate(res, Y, diag), 1.0
     elif res.phase == "critical":
         theory_rate, theory_cond = 1.0, 1.0
     else:
@@ -187,7 +221,13 @@ def ntk_metrics(X_train, y_train, X_test, activation, sw2, sb2, depth) -> xr.Dat
                                                       "infinite-depth limit", "units of y_train")),
         "decay_rate": ("depth", rate, described("fitted local decay rate |P^(l+1)-P^l| / |P^l-P^(l-1)|")),
         "theory_decay_rate": ((), theory_rate, described(
-            "predicted decay rate: chi_c*/chi_1 (chaotic), 1 (ordered, critical: not exponential)")),
+            "predicted decay rate of the mean predictor for these labels: the slower of "
+            "theory_decay_rate_mean (unless sum_i y_i / Theta_ii = 0 or c* = 0) and "
+            "theory_decay_rate_centred (chaotic); 1 (ordered, critical: not exponential)")),
+        "theory_decay_rate_mean": ((), rate_mean, described(
+            "predicted decay rate of the predictor's label-mean component: 1/chi_1 (chaotic)")),
+        "theory_decay_rate_centred": ((), rate_centred, described(
+            "predicted decay rate of the predictor with mean-zero labels: chi_c*/chi_1 (chaotic)")),
         "theory_condition_ratio": ((), theory_cond, described(
             "predicted kappa^l / kappa^(l-1): 1/chi_1 (ordered), 1 otherwise")),
         "chi1": ((), res.chi1, described("chi_1 at the fixed point q*")),

@@ -139,7 +139,7 @@ class Recursion:
         self.cheb_nodes = []  # Chebyshev nodes used per depth (shared smooth path)
         self.warned = False
         if not shared:
-            self.mode = K.MODE_GENERAL
+            self.mode = K.MODE_GENERAL_CLOSED if act.closed_form != CF_NONE else K.MODE_GENERAL
         elif act.closed_form != CF_NONE:
             self.mode = K.MODE_SHARED_CLOSED
         elif len(act.kinks) == 0:
@@ -149,8 +149,8 @@ class Recursion:
 
     @property
     def method(self):
-        return {K.MODE_GENERAL: "per-pair covariance: " + (
-                    "closed form" if self.act.closed_form != CF_NONE else "2-D quadrature"),
+        return {K.MODE_GENERAL: "per-pair covariance: 2-D quadrature",
+                K.MODE_GENERAL_CLOSED: "per-pair covariance: closed form",
                 K.MODE_SHARED_CLOSED: "shared norm: closed form",
                 K.MODE_SHARED_CHEB: "shared norm: Chebyshev interpolant in c of 2-D quadratures",
                 K.MODE_SHARED_QUAD: "shared norm: 2-D quadrature per pair (kinked activation)",

@@ -9,7 +9,7 @@ import math
 import numpy as np
 
 from ..core.critical import critical_line
-from ..core.vocabulary import DEPTH_CONSTANT
+from ..core.vocabulary import DEPTH_CONSTANT, Phase
 from .style import (AXIS, DIVERGING_CMAP, LABELS, LOG_VARS, LOG_VMAX, PALETTE, SEQUENTIAL_CMAP,
                     act_label, act_of, new_axes, plt, two_d, variances)
 
@@ -53,7 +53,14 @@ def phase_diagram(ds, var="chi1", *, ax=None, depth_levels=(10, 50, 200), cmap=N
     rho = _dropout_rho(ds)
     lchi = None
     if "chi1" in ds and len(x) > 1 and len(y) > 1:
-        lchi = _critical_contour(ax, x, y, two_d(ds, "chi1"), rho)
+        chi = two_d(ds, "chi1")
+        unbounded = _unbounded_mask(ds)
+        if unbounded is not None and unbounded.any():
+            # chi_1 there is the slope at q = inf: where it passes 1 the lengths diverge,
+            # which is no edge of chaos, so the critical contour must not be drawn through it.
+            chi = np.where(unbounded, np.nan, chi)
+            _hatch_unbounded(ax, x, y, unbounded)
+        lchi = _critical_contour(ax, x, y, chi, rho)
     if "max_depth" in ds and depth_levels and len(x) > 1 and len(y) > 1:
         _depth_contours(ax, x, y, two_d(ds, "max_depth"), depth_levels,
                         float(ds.attrs.get("depth_constant", DEPTH_CONSTANT)))
@@ -97,7 +104,7 @@ def _colour_mesh(fig, ax, ds, var, x, y, values, cmap):
         flags = [int(v) for v in np.atleast_1d(ds[var].attrs.get("flag_values", []))]
         names = str(ds[var].attrs["flag_meanings"]).split()
         colours = {"ordered": PALETTE[0], "critical": "#000000", "chaotic": PALETTE[1],
-                   "undetermined": "#BBBBBB"}
+                   "undetermined": "#BBBBBB", "unbounded": "#DDAA33"}
         cm = mcolors.ListedColormap([colours.get(n, "#BBBBBB") for n in names])
         norm = mcolors.BoundaryNorm(np.arange(min(flags) - 0.5, max(flags) + 1.5), cm.N)
         mesh = ax.pcolormesh(x, y, values, shading="auto", cmap=cmap or cm, norm=norm)
@@ -120,6 +127,21 @@ def _colour_mesh(fig, ax, ds, var, x, y, values, cmap):
                              cmap=cmap or SEQUENTIAL_CMAP)
         cbar = fig.colorbar(mesh, ax=ax)
         cbar.set_label(LABELS.get(var, ds[var].attrs.get("long_name", var)))
+
+
+def _unbounded_mask(ds):
+    """Where the length map has no finite fixed point (q* = inf), or None if unknown."""
+    if "q_star" in ds:
+        return np.isinf(two_d(ds, "q_star"))
+    if "phase" in ds:
+        return two_d(ds, "phase") == int(Phase.UNBOUNDED)
+    return None
+
+
+def _hatch_unbounded(ax, x, y, mask):
+    """Grey hatching over the points with q* = inf (the 'unbounded' phase)."""
+    ax.contourf(x, y, mask.astype(float), levels=[0.5, 1.5], colors="none", hatches=["////"])
+    ax.fill([], [], fill=False, hatch="////", lw=0, label=r"unbounded ($q^* = \infty$)")
 
 
 def _dropout_rho(ds) -> float:

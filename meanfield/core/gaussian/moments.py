@@ -40,11 +40,11 @@ import numpy as np
 
 from ..functions import CF_NONE, kink_at_zero, phi
 from . import closed
-from .quadrature import (GL_W, GL_X, PANEL_MAX, PANELS_PER_STEP, SQ_LIMIT, Z1, Z2, breakpoints,
-                         hermite_sums, merge, panel_count, panel_nodes, pdf, step)
+from .kinked import Pair, kinked_rule
+from .quadrature import (PANEL_MAX, PANELS_PER_STEP, SQ_LIMIT, Z1, Z2, breakpoints,
+                         hermite_sums, panel_count, panel_nodes, pdf, step)
 
 Moments1 = namedtuple("Moments1", ["phi", "phi2", "phi2z", "dphi2", "dphi", "phi2h4", "dphi2z"])
-Pair = namedtuple("Pair", ["D", "Delta", "Dp"])
 
 
 # --------------------------------------------------------------------------- one point
@@ -283,50 +283,6 @@ def _pair_rule(act, q, eps):
 
 
 @nb.njit(cache=True)
-def _kinked_rule(act, q, eps):
-    """Composite Gauss-Legendre in (z1, z2), u1 = sqrt(q) z1, u2 = sqrt(q)(c z1 + sqrt(1-c^2) z2)."""
-    kinks = act.kinks
-    sq = math.sqrt(q)
-    c = 1.0 - eps
-    sc = math.sqrt(eps * (2.0 - eps))
-    w1 = min(PANEL_MAX, PANELS_PER_STEP * step(act.kappa, q))
-    w2 = min(PANEL_MAX, PANELS_PER_STEP * step(act.kappa, q * sc * sc))
-    outer = breakpoints(kinks, sq, 0.0, -Z1, Z1)
-    D = 0.0
-    Dl = 0.0
-    Dp = 0.0
-    ng = GL_X.shape[0]
-    for s1 in range(outer.shape[0] - 1):
-        lo1 = outer[s1]
-        hi1 = outer[s1 + 1]
-        np1 = max(1, int(math.ceil((hi1 - lo1) / w1)))
-        pw1 = (hi1 - lo1) / np1
-        for p1i in range(np1):
-            mid1 = lo1 + (p1i + 0.5) * pw1
-            for i in range(ng):
-                z1 = mid1 + 0.5 * pw1 * GL_X[i]
-                wz1 = 0.5 * pw1 * GL_W[i] * pdf(z1)
-                f1, df1 = phi(act, sq * z1)
-                inner = breakpoints(kinks, sq * sc, sq * c * z1, -Z1, Z1)
-                for s2 in range(inner.shape[0] - 1):
-                    lo2 = inner[s2]
-                    hi2 = inner[s2 + 1]
-                    np2 = max(1, int(math.ceil((hi2 - lo2) / w2)))
-                    pw2 = (hi2 - lo2) / np2
-                    for p2i in range(np2):
-                        mid2 = lo2 + (p2i + 0.5) * pw2
-                        for j in range(ng):
-                            z2 = mid2 + 0.5 * pw2 * GL_X[j]
-                            w = wz1 * 0.5 * pw2 * GL_W[j] * pdf(z2)
-                            f2, df2 = phi(act, sq * (c * z1 + sc * z2))
-                            D += w * f1 * f2
-                            diff = f1 - f2
-                            Dl += w * 0.5 * diff * diff
-                            Dp += w * df1 * df2
-    return Pair(D, Dl, Dp)
-
-
-@nb.njit(cache=True)
 def moments2(act, q, eps):
     """(D, Delta, Dp) at variance q and correlation c = 1 - eps (see module docstring)."""
     if act.family != CF_NONE:
@@ -339,7 +295,7 @@ def moments2(act, q, eps):
         return Pair(m.phi2, 0.0, m.dphi2)
     if act.kinks.shape[0] == 0:
         return _lattice_rule(act, q, eps)
-    return _kinked_rule(act, q, eps)
+    return kinked_rule(act, q, q, eps)
 
 
 # --------------------------------------------------------------------------- general covariance
@@ -389,60 +345,6 @@ def _smooth_general(act, s11, s22, eps):
 
 
 @nb.njit(cache=True)
-def _kinked_general(act, s11, s22, c):
-    """Composite 16-point Gauss-Legendre, u = sqrt(s11) z1, v = sqrt(s22)(c z1 + sqrt(1-c^2) z2).
-
-    Panels end at every kink of phi(u) (outer variable) and, for each z1, at every z2
-    where v crosses a kink.
-    """
-    kinks = act.kinks
-    kappa = act.kappa
-    sq1 = math.sqrt(s11)
-    sq2 = math.sqrt(s22)
-    sc = math.sqrt(max(0.0, (1.0 - c) * (1.0 + c)))
-    w1 = min(PANEL_MAX, PANELS_PER_STEP * step(kappa, max(s11, s22 * c * c)))
-    w2 = min(PANEL_MAX, PANELS_PER_STEP * step(kappa, s22 * sc * sc))
-    outer = breakpoints(kinks, sq1, 0.0, -Z1, Z1)
-    if sc == 0.0:
-        # v = c sqrt(s22) z1 exactly: a 1-D integral, split also where v crosses a kink.
-        outer = merge(outer, breakpoints(kinks, sq2 * c, 0.0, -Z1, Z1))
-    ng = GL_X.shape[0]
-    D = 0.0
-    Dp = 0.0
-    for s1 in range(outer.shape[0] - 1):
-        lo1 = outer[s1]
-        hi1 = outer[s1 + 1]
-        np1 = max(1, int(math.ceil((hi1 - lo1) / w1)))
-        pw1 = (hi1 - lo1) / np1
-        for p1i in range(np1):
-            mid1 = lo1 + (p1i + 0.5) * pw1
-            for i in range(ng):
-                z1 = mid1 + 0.5 * pw1 * GL_X[i]
-                wz1 = 0.5 * pw1 * GL_W[i] * pdf(z1)
-                f1, df1 = phi(act, sq1 * z1)
-                if sc == 0.0:
-                    f2, df2 = phi(act, sq2 * c * z1)
-                    D += wz1 * f1 * f2
-                    Dp += wz1 * df1 * df2
-                    continue
-                inner = breakpoints(kinks, sq2 * sc, sq2 * c * z1, -Z1, Z1)
-                for s2 in range(inner.shape[0] - 1):
-                    lo2 = inner[s2]
-                    hi2 = inner[s2 + 1]
-                    np2 = max(1, int(math.ceil((hi2 - lo2) / w2)))
-                    pw2 = (hi2 - lo2) / np2
-                    for p2i in range(np2):
-                        mid2 = lo2 + (p2i + 0.5) * pw2
-                        for j in range(ng):
-                            z2 = mid2 + 0.5 * pw2 * GL_X[j]
-                            w = wz1 * 0.5 * pw2 * GL_W[j] * pdf(z2)
-                            f2, df2 = phi(act, sq2 * (c * z1 + sc * z2))
-                            D += w * f1 * f2
-                            Dp += w * df1 * df2
-    return D, Dp
-
-
-@nb.njit(cache=True)
 def pair(act, s11, s22, s12, same):
     """(E phi(u)phi(v), E phi'(u)phi'(v)) for (u, v) ~ N(0, [[s11, s12], [s12, s22]]).
 
@@ -462,11 +364,11 @@ def pair(act, s11, s22, s12, same):
     if act.family != CF_NONE:
         return closed.general(act, s11, s22, s12)
     r = math.sqrt(s11 * s22)
-    c = min(1.0, max(-1.0, s12 / r))
-    eps = (r - s12) / r
+    eps = max(0.0, min(2.0, (r - s12) / r))
     if s11 == s22:
-        m = moments2(act, s11, max(0.0, min(2.0, eps)))
+        m = moments2(act, s11, eps)
         return m.D, m.Dp
     if act.kinks.shape[0] == 0:
-        return _smooth_general(act, s11, s22, max(0.0, min(2.0, eps)))
-    return _kinked_general(act, s11, s22, c)
+        return _smooth_general(act, s11, s22, eps)
+    m = kinked_rule(act, s11, s22, eps)
+    return m.D, m.Dp

@@ -71,15 +71,6 @@ def breakpoints(kinks, scale, shift, lo, hi):
 
 
 @nb.njit(cache=True)
-def merge(p, q):
-    """Sorted union of two breakpoint arrays."""
-    out = np.empty(p.shape[0] + q.shape[0])
-    out[:p.shape[0]] = p
-    out[p.shape[0]:] = q
-    return np.unique(out)
-
-
-@nb.njit(cache=True)
 def panel_count(pts, width):
     """Number of Gauss-Legendre nodes :func:`panel_nodes` places on the breakpoints ``pts``."""
     n = 0
