@@ -12,6 +12,11 @@ from ..core.analysis import analyze, correlation_map_values, fixed_points, lengt
 from ..ntk import two_point_kernels
 from .style import PALETTE, act_label, act_of, new_axes, plt, scalar_variance, variances
 
+
+def _curves_of(activation, sw2, sb2):
+    """(activation, weight variances one per curve, the one bias variance), validated."""
+    return act_of(activation), variances("sw2", sw2), scalar_variance("sb2", sb2)
+
 def _cobweb(ax, f, x0, n_steps, colour):
     """Staircase x -> f(x) -> (f(x), f(x)) of the iterates of ``f`` from ``x0``."""
     xs, ys = [x0], [x0]
@@ -56,9 +61,7 @@ def length_map(activation, sw2=(1.0, 4.0, 9.0, 16.0), sb2=0.09, *, q0=None, q_ma
     -------
     matplotlib.figure.Figure
     """
-    act = act_of(activation)
-    sw2s = variances("sw2", sw2)
-    sb2 = scalar_variance("sb2", sb2)
+    act, sw2s, sb2 = _curves_of(activation, sw2, sb2)
     fps = [fixed_points(act, w, sb2) for w in sw2s]
     if q_max is None:
         qs = [p["q"] for fp in fps for p in fp if math.isfinite(p["q"])]
@@ -119,9 +122,7 @@ def correlation_map(activation, sw2=(1.0, 4.0, 9.0, 16.0), sb2=0.09, *, c0=0.1, 
     -------
     matplotlib.figure.Figure
     """
-    act = act_of(activation)
-    sw2s = variances("sw2", sw2)
-    sb2 = scalar_variance("sb2", sb2)
+    act, sw2s, sb2 = _curves_of(activation, sw2, sb2)
     c0 = float(c0)
     if not -1.0 <= c0 <= 1.0:
         raise ValueError(f"c0 must be in [-1, 1], got {c0}")
@@ -209,9 +210,7 @@ def depth_profiles(activation, sw2=(1.5, 1.76, 2.5), sb2=0.05, *, depth=60, q1=3
     -------
     matplotlib.figure.Figure
     """
-    act = act_of(activation)
-    sw2s = variances("sw2", sw2)
-    sb2 = scalar_variance("sb2", sb2)
+    act, sw2s, sb2 = _curves_of(activation, sw2, sb2)
     fig, axes = plt().subplots(2, 2, figsize=(9.6, 7.4), layout="constrained")
     for k, w in enumerate(sw2s):
         colour = PALETTE[k % len(PALETTE)]

@@ -150,6 +150,24 @@ def moments1(act, q, herm, fold):
 
 # --------------------------------------------------------------------------- two points, equal variance
 @nb.njit(cache=True)
+def _d_weights(Kd, hd):
+    """Trapezoid weights of the difference variable d = k hd, k = 0..Kd: the integrand is
+    even in d (d -> -d swaps u1 and u2), so nodes d > 0 count twice."""
+    wd = np.empty(Kd + 1)
+    for k in range(Kd + 1):
+        wd[k] = hd * pdf(k * hd) * (1.0 if k == 0 else 2.0)
+    return wd
+
+
+@nb.njit(cache=True)
+def _s_weight(s, hs, doubled):
+    """Trapezoid weight of the sum variable s; ``doubled`` for s > 0 when phi is odd (the
+    d-symmetrized integrand is then even in s and only s >= 0 is summed)."""
+    ws = hs * pdf(s)
+    return 2.0 * ws if doubled else ws
+
+
+@nb.njit(cache=True)
 def _lattice_rule(act, q, eps):
     """Sum/difference trapezoid for smooth phi with phi evaluated once per lattice point."""
     odd = act.odd
@@ -194,10 +212,7 @@ def _lattice_rule(act, q, eps):
         for m in range(1, M + 1):
             lat[M - m] = -lat[M + m]
             dlat[M - m] = dlat[M + m]
-    wd = np.empty(Kd + 1)
-    for k in range(Kd + 1):
-        # the integrand is even in d (d -> -d swaps u1 and u2): nodes d > 0 count twice
-        wd[k] = hd * pdf(k * hd) * (1.0 if k == 0 else 2.0)
+    wd = _d_weights(Kd, hd)
     r2 = Z2 * Z2
     D = 0.0
     Dl = 0.0
@@ -205,9 +220,7 @@ def _lattice_rule(act, q, eps):
     j0 = 0 if odd else -Ks
     for j in range(j0, Ks + 1):
         s = j * hs
-        ws = hs * pdf(s)
-        if odd and j > 0:
-            ws *= 2.0  # phi odd: the d-symmetrized integrand is even in s
+        ws = _s_weight(s, hs, odd and j > 0)
         rs = 0.0
         rl = 0.0
         rp = 0.0
@@ -247,11 +260,8 @@ def _pair_rule(act, q, eps):
     Ks = int(Z2 / hs)
     hd = step(kappa, q * beta * beta)
     Kd = int(Z2 / hd)
-    dd = np.empty(Kd + 1)
-    wd = np.empty(Kd + 1)
-    for k in range(Kd + 1):
-        dd[k] = k * hd
-        wd[k] = hd * pdf(k * hd) * (1.0 if k == 0 else 2.0)
+    dd = np.arange(Kd + 1) * hd
+    wd = _d_weights(Kd, hd)
     r2 = Z2 * Z2
     D = 0.0
     Dl = 0.0
@@ -259,9 +269,7 @@ def _pair_rule(act, q, eps):
     j0 = 0 if odd else -Ks
     for j in range(j0, Ks + 1):
         s = j * hs
-        ws = hs * pdf(s)
-        if odd and j > 0:
-            ws *= 2.0
+        ws = _s_weight(s, hs, odd and j > 0)
         As = A * s
         rs = 0.0
         rl = 0.0
