@@ -33,8 +33,8 @@ from typing import Callable
 import numba as nb
 import numpy as np
 
-from .functions import (CF_ERF, CF_LINEAR, CF_NONE, CF_RELU, CF_SIN, K_CUSTOM, K_ELU, K_ERF,
-                        K_GELU, K_HARD_TANH, K_LINEAR, K_RELU, K_SIGMOID, K_SILU, K_SIN,
+from .functions import (CF_ERF, CF_GELU, CF_LINEAR, CF_NONE, CF_RELU, CF_SIN, K_CUSTOM, K_ELU,
+                        K_ERF, K_GELU, K_HARD_TANH, K_LINEAR, K_RELU, K_SIGMOID, K_SILU, K_SIN,
                         K_SOFTPLUS, K_TANH, PHI_SIGNATURE, SELU_ALPHA, SELU_LAMBDA, ActRecord,
                         evaluate, no_custom)
 
@@ -148,7 +148,7 @@ def _make_builtins():
                           formula="lambda*x if x > 0 else lambda*alpha*(exp(x) - 1)")
 
     def gelu():
-        return Activation("gelu", K_GELU, quad_kappa=0.35, slopes=(1.0, 0.0),
+        return Activation("gelu", K_GELU, closed_form=CF_GELU, quad_kappa=0.35, slopes=(1.0, 0.0),
                           formula="x * Phi(x)  (exact, erf form)")
 
     def silu():

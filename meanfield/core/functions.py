@@ -26,6 +26,7 @@ CF_RELU = 1  # phi(x) = x for x > 0, a*x for x <= 0 (relu: a = 0, leaky_relu: a 
 CF_ERF = 2
 CF_LINEAR = 3
 CF_SIN = 4
+CF_GELU = 5
 
 ActRecord = namedtuple("ActRecord", ["kind", "a", "b", "ufn", "family", "kinks", "kappa", "odd",
                                      "slope_pos", "slope_neg"])

@@ -13,6 +13,16 @@ sin
     ``E[sin u sin v] = exp(-(s11 + s22)/2) sinh(s12)``, ``E[cos u cos v]`` with cosh.
 linear
     ``E[u v] = s12``, ``E[1] = 1``.
+GELU, ``phi(x) = x Phi(x)``
+    With Delta_I = det(I + Sigma) = 1 + s11 + s22 + det Sigma, P = (1 + s11)(1 + s22) and
+    theta = atan2(sqrt(Delta_I), -s12) = pi/2 + asin(s12 / sqrt(P)) (Sheppard's orthant
+    formula for E[Phi(u) Phi(v)] = theta / 2 pi, Stein's lemma and Gaussian tilting by the
+    density, derived in docs/theory.md, "Closed forms")::
+
+        2 pi E[gelu(u) gelu(v)]   = s12 theta + (s11 s22 Delta_I + s12^2) / (P sqrt(Delta_I))
+        2 pi E[gelu'(u) gelu'(v)] = theta + s12 (1/(1+s11) + 1/(1+s22) + 1/Delta_I) / sqrt(Delta_I)
+
+    rewritten where terms cancel (s12 < 0, c -> 1; see the functions).
 
 Each family gives the one-point moments (:func:`one_point`, the quantities of
 :func:`meanfield.core.gaussian.moments.moments1`), the two-point values at equal variances
@@ -27,7 +37,7 @@ import math
 import numba as nb
 import numpy as np
 
-from ..functions import CF_ERF, CF_LINEAR, CF_RELU, CF_SIN, phi
+from ..functions import CF_ERF, CF_GELU, CF_LINEAR, CF_RELU, CF_SIN, phi
 
 _INV_SQRT_2PI = 1.0 / math.sqrt(2.0 * math.pi)
 _PI = math.pi
@@ -57,11 +67,183 @@ def sin_minus_theta_cos(theta):
     return math.sin(theta) - theta * math.cos(theta)
 
 
+# --------------------------------------------------------------------------- GELU
+_SPLIT = 134217729.0  # 2**27 + 1 (Veltkamp splitter)
+_INV_2PI = 1.0 / (2.0 * _PI)
+_INV_PI = 1.0 / _PI
+
+
+@nb.njit(cache=True)
+def _two_prod(a, b):
+    """p + e == a*b exactly (Dekker), valid for |a|,|b| << 1e150."""
+    p = a * b
+    t = _SPLIT * a
+    ah = t - (t - a)
+    al = a - ah
+    t = _SPLIT * b
+    bh = t - (t - b)
+    bl = b - bh
+    e = ((ah * bh - p) + ah * bl + al * bh) + al * bl
+    return p, e
+
+
+@nb.njit(cache=True)
+def _det(a, b, c):
+    """a*b - c*c, accurately (exact products), clamped at 0 (PSD)."""
+    p1, e1 = _two_prod(a, b)
+    p2, e2 = _two_prod(c, c)
+    w = (p1 - p2) + (e1 - e2)
+    if w < 0.0:
+        w = 0.0
+    return w
+
+
+@nb.njit(cache=True)
+def _x_minus_atan(x):
+    """x - atan(x) for x >= 0 without cancellation."""
+    if x < 0.4:
+        x2 = x * x
+        term = x * x2  # x^3
+        s = 0.0
+        k = 3.0
+        sign = 1.0
+        for _ in range(40):
+            t = sign * term / k
+            s += t
+            if abs(t) <= 1e-18 * abs(s):
+                break
+            term *= x2
+            k += 2.0
+            sign = -sign
+        return s
+    return x - math.atan(x)
+
+
+@nb.njit(cache=True)
+def _x_minus_sin(x):
+    """x - sin(x) without cancellation (x >= 0)."""
+    if x < 1.2:
+        x2 = x * x
+        term = x * x2 / 6.0  # x^3/3!
+        s = 0.0
+        k = 4.0
+        for _ in range(30):
+            s += term
+            term *= -x2 / (k * (k + 1.0))
+            if abs(term) <= 1e-18 * abs(s):
+                break
+            k += 2.0
+        return s
+    return x - math.sin(x)
+
+
+@nb.njit(cache=True)
+def _gelu_core(a, b, c, w):
+    """(D, Dp) given variances a, b, covariance c and w = a*b - c^2 >= 0."""
+    opa = 1.0 + a
+    opb = 1.0 + b
+    P = opa * opb
+    Dl = (1.0 + a + b) + w          # det(I + Sigma) = P - c^2 >= 1
+    s = math.sqrt(Dl)
+    theta = math.atan2(s, -c)       # = pi/2 + asin(c / sqrt(P)) in [0, pi]
+    if c >= 0.0 or s >= -c:
+        twopiD = c * theta + (a * b * Dl + c * c) / (P * s)
+    else:
+        # c < 0 and x = s/|c| < 1: remove the O(sqrt(q)) cancellation
+        ac = -c
+        h = _x_minus_atan(s / ac)
+        twopiD = (c * c - (1.0 + a + b) * Dl) / (P * s) + ac * h
+        # theta + c K / s with theta = atan(x) = x - h(x), and the exact
+        # polynomial identity P^2 - c^2 (P + 2 + a + b) = M (all terms >= 0)
+        M = (1.0 + 2.0 * a + 2.0 * b + a * a + b * b + a * b
+             + w * (3.0 + 2.0 * a + 2.0 * b + a * b))
+        twopiDp = (M / P - c * c / Dl) / (ac * s) - h
+        return twopiD * _INV_2PI, twopiDp * _INV_2PI
+    twopiDp = theta + c * (1.0 / opa + 1.0 / opb + 1.0 / Dl) / s
+    return twopiD * _INV_2PI, twopiDp * _INV_2PI
+
+
+@nb.njit(cache=True)
+def gelu_general(s11, s22, s12):
+    """D = E[gelu(u) gelu(v)], Dp = E[gelu'(u) gelu'(v)],
+    (u, v) ~ N(0, [[s11, s12], [s12, s22]])."""
+    w = _det(s11, s22, s12)
+    return _gelu_core(s11, s22, s12, w)
+
+
+@nb.njit(cache=True)
+def _gelu_F(q):
+    """E[gelu(sqrt(q) z)^2]."""
+    s1 = math.sqrt(1.0 + 2.0 * q)
+    th1 = math.atan2(s1, -q)
+    return (q * th1 + 2.0 * q * q / ((1.0 + q) * s1)) * _INV_2PI
+
+
+@nb.njit(cache=True)
+def gelu_equal_variance(q, eps):
+    """s11 = s22 = q, s12 = q (1 - eps).  Returns (D, Delta, Dp) with
+    Delta = E[gelu(u)^2] - D computed without cancellation."""
+    r = 1.0 - eps
+    c = q * r
+    d = q * q * (eps * (2.0 - eps))       # = det(Sigma) = q^2 (1 - r^2)
+    D, Dp = _gelu_core(q, q, c, d)
+    if eps > 1.0:
+        return D, _gelu_F(q) - D, Dp
+    opq = 1.0 + q
+    s1sq = 1.0 + 2.0 * q
+    s1 = math.sqrt(s1sq)
+    sr = math.sqrt(s1sq + d)
+    sd = d / (s1 + sr)                     # sr - s1
+    beta1 = math.atan2(s1, -q)
+    # dbeta = asin(q/(1+q)) - asin(q r/(1+q)), via atan2 (any size)
+    dbeta = math.atan2(q * (sd + eps * s1), s1 * sr + q * q * r)
+    sh = math.sin(0.5 * dbeta)
+    twopiDelta = (q * beta1 * eps
+                  + q * r * _x_minus_sin(dbeta)
+                  - 2.0 * sr * sh * sh
+                  + sd * (2.0 / opq + 1.0 / (s1 * sr)))
+    return D, twopiDelta * _INV_2PI, Dp
+
+
+@nb.njit(cache=True)
+def gelu_one_point(q):
+    """x = sqrt(q) z.  Returns
+    phi    = E[gelu(x)]
+    phi2   = E[gelu(x)^2]
+    phi2z  = E[gelu(x)^2 (z^2 - 1)]
+    dphi2  = E[gelu'(x)^2]
+    dphi   = E[gelu'(x)]            (= 1/2)
+    phi2h4 = E[gelu(x)^2 He4(z)]
+    dphi2z = E[gelu'(x)^2 (z^2 - 1)]
+    """
+    opq = 1.0 + q
+    t = 1.0 + 2.0 * q
+    s = math.sqrt(t)
+    th = math.atan2(s, -q)                 # pi/2 + asin(q/(1+q))
+    phi = q * _INV_SQRT_2PI / math.sqrt(opq)
+    phi2 = (q * th + 2.0 * q * q / (opq * s)) * _INV_2PI
+    u = q / opq                             # q/(1+q), in [0,1)
+    v = 1.0 / opq
+    # q^2 (5 + 11 q + 4 q^2) / ((1+q)^2 t^1.5) = u^2 (5 + 11q + 4q^2)/t^1.5
+    phi2z = q * th * _INV_PI + u * u * (5.0 + q * (11.0 + 4.0 * q)) / (t * s) * _INV_PI
+    dphi2 = (th + q * (3.0 + 5.0 * q) / (opq * t * s)) * _INV_2PI
+    dphi = 0.5
+    # 2 q^2 (6 + 18q + 11q^2 - 5q^3) / (pi (1+q)^3 t^2.5)
+    t25 = t * t * s
+    phi2h4 = 2.0 * u * u * v * (6.0 + q * (18.0 + q * (11.0 - 5.0 * q))) / t25 * _INV_PI
+    # q (4 + 12q + 9q^2 - q^3) / (pi (1+q)^2 t^2.5)
+    dphi2z = u * v * (4.0 + q * (12.0 + q * (9.0 - q))) / t25 * _INV_PI
+    return phi, phi2, phi2z, dphi2, dphi, phi2h4, dphi2z
+
+
+# --------------------------------------------------------------------------- dispatch
 @nb.njit(cache=True)
 def one_point(act, q):
     """The seven one-point moments of moments1 at variance q, in closed form."""
     cf = act.family
     a = act.a
+    if cf == CF_GELU:
+        return gelu_one_point(q)
     if cf == CF_RELU:
         # E phi^2 and E phi'^2 are linear / constant in q: the q-derivative moments vanish.
         return ((1.0 - a) * math.sqrt(q) * _INV_SQRT_2PI, 0.5 * q * (1.0 + a * a),
@@ -89,6 +271,8 @@ def equal_variance(act, q, eps):
     cf = act.family
     a = act.a
     c = 1.0 - eps
+    if cf == CF_GELU:
+        return gelu_equal_variance(q, eps)
     if cf == CF_RELU:
         # Arc-cosine kernel (Cho & Saul 2009) with theta from eps directly.
         theta = 2.0 * math.asin(math.sqrt(0.5 * eps))
@@ -129,6 +313,8 @@ def general(act, s11, s22, s12):
     """(E phi(u)phi(v), E phi'(u)phi'(v)) for (u, v) ~ N(0, [[s11, s12], [s12, s22]])."""
     cf = act.family
     a = act.a
+    if cf == CF_GELU:
+        return gelu_general(s11, s22, s12)
     if cf == CF_LINEAR:
         return s12, 1.0
     if cf == CF_ERF:
