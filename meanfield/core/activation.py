@@ -125,7 +125,7 @@ def _make_builtins():
     nan2 = (math.nan, math.nan)
 
     def tanh():
-        return Activation("tanh", K_TANH, odd=True, formula="tanh(x)")
+        return Activation("tanh", K_TANH, odd=True, slopes=(0.0, 0.0), formula="tanh(x)")
 
     def relu():
         return Activation("relu", K_RELU, (0.0, 0.0), closed_form=CF_RELU, kinks=(0.0,),
@@ -160,12 +160,12 @@ def _make_builtins():
                           formula="log(1 + exp(x))")
 
     def sigmoid():
-        return Activation("sigmoid", K_SIGMOID, quad_kappa=_KAPPA_POLE_PI, slopes=nan2,
+        return Activation("sigmoid", K_SIGMOID, quad_kappa=_KAPPA_POLE_PI, slopes=(0.0, 0.0),
                           formula="1 / (1 + exp(-x))")
 
     def erf():
         return Activation("erf", K_ERF, closed_form=CF_ERF, quad_kappa=0.35, odd=True,
-                          formula="erf(x)")
+                          slopes=(0.0, 0.0), formula="erf(x)")
 
     def sin():
         return Activation("sin", K_SIN, closed_form=CF_SIN, quad_kappa=0.35, odd=True,
@@ -177,7 +177,7 @@ def _make_builtins():
 
     def hard_tanh():
         return Activation("hard_tanh", K_HARD_TANH, kinks=(-1.0, 1.0), quad_kappa=0.5, odd=True,
-                          formula="clip(x, -1, 1)")
+                          slopes=(0.0, 0.0), formula="clip(x, -1, 1)")
 
     return {f.__name__: f for f in (tanh, relu, leaky_relu, elu, selu, gelu, silu, softplus,
                                      sigmoid, erf, sin, linear, hard_tanh)}

@@ -21,7 +21,7 @@ from collections import namedtuple
 import numba as nb
 import numpy as np
 
-from .functions import CF_LINEAR, CF_RELU, phi
+from .functions import CF_LINEAR, CF_NONE, CF_RELU, phi
 from .gaussian.moments import Moments1, dphi2_at_zero, moments1
 from .vocabulary import Status
 
@@ -29,6 +29,7 @@ OK = int(Status.OK)
 NO_FIXED_POINT = int(Status.NO_FIXED_POINT)
 Q_MAXITER = int(Status.Q_MAXITER)
 NONFINITE = int(Status.NONFINITE)
+Q_RANGE = int(Status.Q_RANGE)
 
 Q_MAX = 1e8  # beyond this the length map is declared unbounded (documented in analyze())
 Q_ASYMPTOTIC = 100.0  # q past which a linear-growth phi counts as asymptotically linear
@@ -191,6 +192,12 @@ def solve_q(act, sw2d, sb2, q0, table):
     # lim E[phi(sqrt(q) z)^2]/q = (phi'(+inf)^2 + phi'(-inf)^2)/2 for linearly growing phi.
     v_slope_inf = 0.5 * (act.slope_pos * act.slope_pos + act.slope_neg * act.slope_neg)
     expands_at_infinity = sw2d * v_slope_inf > 1.0  # False when the slope is unknown (NaN)
+    # A bounded phi (both asymptotic slopes 0) has V(q) <= sw2 sup phi^2 + sb2: a finite
+    # fixed point always exists, however large.  Past Q_MAX it is solved where that is
+    # cheap (closed forms; odd phi, whose chaotic c* the dual series gives) and otherwise
+    # reported as out of range, since the 2-D rule's cost grows like q.
+    bounded = act.slope_pos == 0.0 and act.slope_neg == 0.0
+    affordable = act.family != CF_NONE or act.odd
     p0, _ = phi(act, 0.0)
     zero_is_fixed = (sw2d * p0 * p0 + sb2) == 0.0  # V(0) = 0
     vp0 = sw2d * dphi2_at_zero(act)  # V'(0+) when phi(0) = 0
@@ -227,7 +234,10 @@ def solve_q(act, sw2d, sb2, q0, table):
             hi = x
         if zero_is_fixed and hi < Q_TINY:
             return LengthFixedPoint(0.0, OK, it, moments1(act, 0.0, empty, True))
-        if g > 0.0 and (x > Q_MAX or (x >= Q_ASYMPTOTIC and gp > 0.0 and expands_at_infinity)):
+        if g > 0.0 and x > Q_MAX and bounded and not affordable:
+            return LengthFixedPoint(math.nan, Q_RANGE, it, nan_m)
+        if g > 0.0 and ((x > Q_MAX and not bounded)
+                        or (x >= Q_ASYMPTOTIC and gp > 0.0 and expands_at_infinity)):
             # Beyond Q_ASYMPTOTIC a linearly growing phi is in its asymptotic regime: with
             # V > q, V' > 1 and V'(inf) > 1 the iterates grow without bound.
             return LengthFixedPoint(math.inf, NO_FIXED_POINT, it, nan_m)

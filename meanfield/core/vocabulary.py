@@ -50,7 +50,8 @@ class Status(Coded):
 
     OK = 0, "converged"
     NO_FIXED_POINT = 1, "no_finite_fixed_point", (
-        f"no finite fixed point: the length map grows without bound (or q* > {_Q_MAX_TEXT}); "
+        f"no finite fixed point: the length map grows without bound (or, for an unbounded phi, "
+        f"q* > {_Q_MAX_TEXT}); "
         f"q*, c*, xi_q, xi_c and max_depth are undefined")
     Q_MAXITER = 2, "length_map_iteration_cap", "the length-map solver hit its iteration cap"
     C_MAXITER = 3, "correlation_map_iteration_cap", "the correlation-map solver hit its iteration cap"
@@ -61,6 +62,9 @@ class Status(Coded):
     C_UNSTABLE = 6, "correlation_fixed_point_not_stable", (
         "the correlation fixed point found has chi_c >= 1, so it is not the attractor of the "
         "map (a solver failure): c*, chi_c, xi_c and max_depth are withheld")
+    Q_RANGE = 7, "length_fixed_point_out_of_range", (
+        f"q* exceeds {_Q_MAX_TEXT} (phi is bounded, so it is finite), beyond the range where "
+        f"this activation's quadrature is affordable: nothing is reported")
 
 
 class Phase(Coded):
