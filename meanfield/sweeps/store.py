@@ -256,10 +256,15 @@ def sweep_status(store) -> SweepStatus:
     meta = bookkeeping(store)
     if meta is None:
         raise ValueError(f"{str(store)!r} is not a meanfield sweep store")
-    root = raw_group(store)
-    done = root[f"{META_GROUP}/{DONE}"][...]
-    dims = tuple(meta.attrs["dims"])
-    shape = tuple(root[d].shape[0] for d in dims)
+    try:
+        root = raw_group(store)
+        done = root[f"{META_GROUP}/{DONE}"][...]
+        dims = tuple(meta.attrs["dims"])
+        shape = tuple(root[d].shape[0] for d in dims)
+    except Exception as exc:  # zarr and its codecs raise many types for damaged files
+        raise ValueError(f"store {str(store)!r} is damaged: its bookkeeping cannot be read "
+                         f"({type(exc).__name__}); recompute it with `meanfield sweep "
+                         f"--overwrite`") from None
     chunks = dict(meta.attrs["chunks"])
     chunk_shape = tuple(min(chunks[d], n) if d in chunks else 1 for d, n in zip(dims, shape))
     status = SweepStatus(store=str(store), dims=dims, shape=shape, chunk_shape=chunk_shape,
@@ -288,14 +293,14 @@ def verify(store, status=None, progress=None):
     return verify_store(store, status, names, coords_digest=coords, progress=progress)
 
 
-def open_checked(store, partial=False, progress=None) -> xr.Dataset:
+def open_checked(store, partial=False, progress=None, check=None) -> xr.Dataset:
     """The store's dataset after verifying it; ValueError (one line) if it is incomplete or
     damaged, unless ``partial``: then the missing and damaged points are NaN (integer and
     flag variables become float to hold it), variable ``computed`` marks the points that
     are there, and the attribute ``sweep_incomplete`` says so."""
     store = Path(store)
     st = sweep_status(store)
-    check = verify(store, st, progress=progress)
+    check = check or verify(store, st, progress=progress)
     if check.broken:
         raise ValueError(f"store {str(store)!r} is damaged: {'; '.join(check.broken)}; "
                          f"recompute it with `meanfield sweep --overwrite`")
@@ -304,10 +309,11 @@ def open_checked(store, partial=False, progress=None) -> xr.Dataset:
     if good.all():
         return ds
     n_bad = int(good.size - good.sum())
-    what = (f"{st.n_chunks - st.n_done} of {st.n_chunks} chunks not computed"
-            + (f"; {check.summary()}" if not check.ok else ""))
+    what = "; ".join(([f"{st.n_chunks - st.n_done} of {st.n_chunks} chunks not computed"]
+                      if st.n_done < st.n_chunks else []) + ([check.summary()] if not check.ok else []))
     if not partial:
-        raise ValueError(f"store {str(store)!r} is incomplete: {what}; finish it with "
+        raise ValueError(f"store {str(store)!r} is {100 * good.mean():.1f}% complete ({what}); "
+                         f"finish it with "
                          f"`meanfield sweep` (a resume recomputes missing and damaged chunks) "
                          f"or pass --partial")
     from .budget import check_memory
@@ -328,6 +334,6 @@ def open_checked(store, partial=False, progress=None) -> xr.Dataset:
         out[name] = (var.dims, values, var.attrs)
     out["computed"] = (st.dims, mask, {"long_name": "point computed (its chunk is complete and "
                                                     "verified)", "units": "1"})
-    out.attrs["sweep_incomplete"] = (f"{n_bad} of {st.n_chunks} chunks missing ({what}); their "
+    out.attrs["sweep_incomplete"] = (f"{n_bad} of {st.n_chunks} chunks absent ({what}); their "
                                      f"points are NaN, see variable 'computed'")
     return out
