@@ -61,7 +61,7 @@ def _load(flag, path):
     try:
         arr = np.load(path, allow_pickle=False)
     except ValueError as exc:
-        if "pickled" in str(exc):
+        if "pickle" in str(exc) or "Object arrays" in str(exc):
             raise ValueError(f"{flag}: {path} holds Python objects, not numbers; save a numeric "
                              f"array") from None
         raise ValueError(f"{flag}: cannot read {path} as .npy ({exc})") from None

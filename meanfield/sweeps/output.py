@@ -36,6 +36,7 @@ MARK = "meanfield_version"  # global attribute every meanfield dataset carries
 SOFTWARE = f"meanfield {__version__}"  # the PNG `Software` text chunk of our figures
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 NETCDF_SIGNATURES = (b"CDF\x01", b"CDF\x02", b"CDF\x05", b"\x89HDF\r\n\x1a\n")
+FULL_BYTES = 1 << 20  # a file system with less free space than this counts as full
 KINDS = {"netcdf": "netCDF file", "png": "PNG file", "zarr": "zarr store"}
 
 
@@ -158,7 +159,19 @@ def check_output(path, kind, *, overwrite=False, flag="-o") -> Path:
 
 
 def _fail(flag, path, exc):
-    return OutputError(f"{flag}: cannot write {str(path)!r}: {os_error_text(exc)}")
+    """The one-line error of a failed write.  Libraries do not always say ENOSPC (netCDF's
+    HDF5 layer raises "NetCDF: HDF error"): a nearly full file system is named as such."""
+    if isinstance(exc, OSError):
+        cause = os_error_text(exc)
+    else:
+        try:
+            full = shutil.disk_usage(path.parent).free < FULL_BYTES
+        except OSError:
+            full = False
+        first = str(exc).splitlines()[0] if str(exc) else ""
+        cause = ("no space left on device" if full
+                 else f"{type(exc).__name__}: {first}" if first else type(exc).__name__)
+    return OutputError(f"{flag}: cannot write {str(path)!r}: {cause}")
 
 
 def write_file(path, writer, kind, *, overwrite=False, flag="-o") -> Path:
@@ -176,7 +189,7 @@ def write_file(path, writer, kind, *, overwrite=False, flag="-o") -> Path:
     try:
         writer(tmp)
         os.replace(tmp, path)
-    except OSError as exc:
+    except Exception as exc:  # the writer's library decides the type: report the cause
         raise _fail(flag, path, exc) from None
     finally:
         if os.path.exists(tmp):
@@ -213,7 +226,7 @@ def write_store(path, writer, *, overwrite=False, flag="-o") -> Path:
     try:
         writer(str(tmp))
         replace_dir(tmp, path)
-    except OSError as exc:
+    except Exception as exc:  # the writer's library decides the type: report the cause
         raise _fail(flag, path, exc) from None
     finally:
         shutil.rmtree(tmp, ignore_errors=True)

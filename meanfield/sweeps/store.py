@@ -95,6 +95,20 @@ def consolidate(store):
         zarr.consolidate_metadata(str(store))
 
 
+def _remove_stale_inits(store: Path):
+    """Remove the half-made stores of runs killed while initializing ``store`` (a live
+    initialization holds its directory's lock, so it is left alone)."""
+    for old in store.parent.glob(f".{store.name}.init-*"):
+        try:
+            fd = lock(old)
+        except (ValueError, OSError):
+            continue
+        try:
+            shutil.rmtree(old, ignore_errors=True)
+        finally:
+            os.close(fd)
+
+
 def create(store: Path, spec: SweepSpec, replace: bool = False) -> int:
     """Write the template into a temporary sibling directory, then rename it into place:
     a run killed during initialization leaves no half-made store at ``store``.  An old
@@ -102,6 +116,7 @@ def create(store: Path, spec: SweepSpec, replace: bool = False) -> int:
     one is in place.  Returns the fd holding the new store's writer lock."""
     try:
         store.parent.mkdir(parents=True, exist_ok=True)
+        _remove_stale_inits(store)
         tmp = Path(tempfile.mkdtemp(prefix=f".{store.name}.init-", dir=store.parent))
     except OSError as exc:
         raise ValueError(f"cannot create store {str(store)!r}: {os_error_text(exc)}") from None
@@ -110,7 +125,8 @@ def create(store: Path, spec: SweepSpec, replace: bool = False) -> int:
         fd = lock(tmp)
         tmpl = template(spec)
         with quiet_consolidation():
-            tmpl.to_zarr(str(tmp), mode="w", compute=False, encoding=encoding(tmpl, spec),
+            # mode "w-": "w" would delete and recreate the directory, and with it the lock
+            tmpl.to_zarr(str(tmp), mode="w-", compute=False, encoding=encoding(tmpl, spec),
                          consolidated=False, zarr_format=3)
         root = zarr.open_group(str(tmp), mode="r+", use_consolidated=False)
         names = sorted(tmpl.data_vars)
