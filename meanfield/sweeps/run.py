@@ -231,7 +231,7 @@ def sweep(spec_or_path, store, *, client=None, chunks=None, resume=True, overwri
                                  f"overwrite=True (CLI: --overwrite) to replace it")
             spec = check_existing(store, spec, chunks is not None)
             fd = lock(store)
-            _forget_bad_chunks(store)
+            _forget_bad_chunks(store, progress)
         elif store.exists():
             if bookkeeping(store) is None and not (store.is_dir() and not any(store.iterdir())):
                 raise ValueError(f"{str(store)!r} exists and is not a meanfield sweep store; "
@@ -249,10 +249,15 @@ def sweep(spec_or_path, store, *, client=None, chunks=None, resume=True, overwri
             os.close(fd)
 
 
-def _forget_bad_chunks(store: Path):
+def _forget_bad_chunks(store: Path, progress=True):
     """Unset the flags of chunks whose data is missing or damaged, so the run recomputes
     them (checksums are recorded per chunk when it is written)."""
-    check = verify(store)
+    from tqdm.auto import tqdm
+
+    n_vars = len(bookkeeping(store).attrs.get("variables", ()))
+    with tqdm(total=n_vars, desc="verifying", unit="variable", delay=1.0, leave=False,
+              disable=not progress) as bar:
+        check = verify(store, progress=bar.update)
     if check.broken:
         raise ValueError(f"store {str(store)!r} is damaged beyond its chunks: "
                          f"{'; '.join(check.broken)}; pass overwrite=True (CLI: --overwrite) to "
