@@ -7,9 +7,12 @@ below registers its subcommands in :func:`build_parser`, in the order of ``--hel
 
 from __future__ import annotations
 
+import logging
+import os
 import sys
 
 from . import core_commands, experiments, kernel, plot, sweep
+from ..sweeps.output import os_error_text
 from .options import Parser, UsageError, parse_range
 
 __all__ = ["main", "build_parser", "parse_range"]
@@ -31,7 +34,36 @@ def build_parser():
     return p
 
 
+def _quiet_stdout():
+    """After a broken pipe: point stdout at /dev/null so the interpreter's final flush
+    cannot fail again (and print "Exception ignored ...")."""
+    try:
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+        os.close(devnull)
+    except (OSError, ValueError, AttributeError):
+        pass
+
+
+def _silence_dask_logs():
+    """distributed logs every closed comm and cancelled task while a cluster shuts down
+    after Ctrl-C; none of that is news to someone who pressed Ctrl-C."""
+    for name in ("distributed", "tornado", "asyncio"):
+        logging.getLogger(name).setLevel(logging.CRITICAL + 1)
+
+
+def _error(msg):
+    first = str(msg).strip().splitlines()
+    print(f"meanfield: error: {first[0] if first else 'failed'}", file=sys.stderr)
+    return 2
+
+
 def main(argv=None):
+    """Run the ``meanfield`` command; returns the exit status.
+
+    0: done; 2: bad input or a failure, one line on stderr; 130: Ctrl-C (one line);
+    141: stdout was closed early (``meanfield critical ... | head``), nothing printed.
+    """
     parser = build_parser()
     try:
         args = parser.parse_args(argv)
@@ -39,20 +71,30 @@ def main(argv=None):
             parser.print_help()
             return 2
         args.func(args)
+        sys.stdout.flush()  # a closed pipe shows up here, not at interpreter exit
         return 0
+    except BrokenPipeError:
+        _quiet_stdout()
+        return 141
+    except KeyboardInterrupt:
+        _silence_dask_logs()
+        print("\nmeanfield: interrupted", file=sys.stderr)
+        return 130
     except UsageError as exc:
         print(f"{exc}", file=sys.stderr)
         return 2
     except ValueError as exc:
-        msg = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
-        print(f"meanfield: error: {msg}", file=sys.stderr)
-        return 2
-    except (FileNotFoundError, PermissionError, IsADirectoryError) as exc:
-        print(f"meanfield: error: {exc.strerror}: {exc.filename}", file=sys.stderr)
-        return 2
-    except KeyboardInterrupt:
-        print("meanfield: interrupted", file=sys.stderr)
-        return 130
+        return _error(str(exc) or type(exc).__name__)
+    except MemoryError:
+        return _error("out of memory; try a smaller grid, depth, width or count")
+    except OSError as exc:
+        where = f": {exc.filename}" if getattr(exc, "filename", None) else ""
+        return _error(f"{os_error_text(exc)}{where}")
+    except Exception as exc:  # the last resort: one line, never a traceback
+        if os.environ.get("MEANFIELD_DEBUG"):
+            raise
+        return _error(f"internal error ({type(exc).__name__}: {exc}); set MEANFIELD_DEBUG=1 "
+                      f"for the traceback")
 
 
 if __name__ == "__main__":  # pragma: no cover

@@ -13,6 +13,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from ..core.vocabulary import DEPTH_CONSTANT
+from ..sweeps.output import check_output, save_figure, write_file
 from .options import add_activation, add_network, fmt, parse_range
 
 
@@ -32,6 +33,8 @@ def register(subparsers):
                    help="measure the empirical NTK (auto: width <= 256)")
     p.add_argument("-o", "--output", help="write the dataset to this netCDF file")
     p.add_argument("--png", help="draw the comparison to this PNG")
+    p.add_argument("--overwrite", action="store_true",
+                   help="replace existing outputs (only files meanfield wrote)")
     p.set_defaults(func=run_simulate)
 
     p = subparsers.add_parser(
@@ -51,26 +54,31 @@ def register(subparsers):
     p.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
     p.add_argument("-o", "--output", required=True, help="output netCDF file (.nc)")
     p.add_argument("--png", help="draw the heatmap to this PNG")
+    p.add_argument("--overwrite", action="store_true",
+                   help="replace existing outputs (only files meanfield wrote)")
     p.set_defaults(func=run_trainability)
     return p
 
 
-def _check_paths(output, png):
+def _check_paths(output, png, overwrite):
+    """Check both outputs before any work: a refusal costs nothing."""
     if output is not None:
-        out = Path(output)
-        if out.suffix.lower() != ".nc":
-            raise ValueError(f"-o: output must end in .nc, got {out.name!r}")
-        if not out.resolve().parent.exists():
-            raise ValueError(f"-o: directory {str(out.parent)!r} does not exist")
+        if Path(output).suffix.lower() != ".nc":
+            raise ValueError(f"-o: output must end in .nc, got {Path(output).name!r}")
+        check_output(output, "netcdf", overwrite=overwrite)
     if png is not None:
         if not str(png).lower().endswith(".png"):
             raise ValueError(f"--png: expected a .png file name, got {png!r}")
-        if not Path(png).resolve().parent.exists():
-            raise ValueError(f"--png: directory {str(Path(png).parent)!r} does not exist")
+        check_output(png, "png", overwrite=overwrite, flag="--png")
 
 
-def _save_png(fig, png):
-    fig.savefig(png, dpi=150)
+def _save_png(fig, png, overwrite):
+    import matplotlib.pyplot as plt
+
+    try:
+        save_figure(fig, png, dpi=150, overwrite=overwrite, flag="--png")
+    finally:
+        plt.close(fig)
     print(f"wrote {png}")
 
 
@@ -85,22 +93,23 @@ def run_simulate(args) -> int:
     from ..experiments.simulate import simulate
     from ..plot import plot_simulation
 
-    _check_paths(args.output, args.png)
+    _check_paths(args.output, args.png, args.overwrite)
     ntk = {"auto": None, "yes": True, "no": False}[args.ntk]
     # delay: no bar at all for work that ends (or fails validation) within half a second
-    with tqdm(total=args.networks, desc="simulating", unit="network", delay=0.5) as bar:
+    with tqdm(total=args.networks, desc="simulating", unit="network", delay=0.5,
+              leave=False) as bar:
         ds = simulate(args.activation, args.sw2, args.sb2, args.depth, args.width,
                       networks=args.networks, seed=args.seed, c0=args.c0, ntk=ntk,
                       progress=bar.update)
     print(format_simulation(ds))
     if args.output:
-        ds.to_netcdf(args.output)
+        write_file(args.output, ds.to_netcdf, "netcdf", overwrite=args.overwrite)
         print(f"wrote {args.output}")
     if args.png:
         import matplotlib
 
         matplotlib.use("Agg")
-        _save_png(plot_simulation(ds), args.png)
+        _save_png(plot_simulation(ds), args.png, args.overwrite)
     return 0
 
 
@@ -149,16 +158,17 @@ def run_trainability(args) -> int:
     from ..experiments.trainability import fit_depth_constant, trainability, with_fit
     from ..plot import plot_trainability
 
-    _check_paths(args.output, args.png)
-    sw2 = parse_range(args.sw2, "--sw2")
+    _check_paths(args.output, args.png, args.overwrite)
     depths = _depth_list(args.depths)
+    # per sw2 value: an accuracy, a loss and a flag per depth
+    sw2 = parse_range(args.sw2, "--sw2", bytes_per_point=8 + 24 * len(depths))
     settings = dict(sb2=args.sb2, width=args.width, steps=args.steps, batch_size=args.batch_size,
                     learning_rate=args.lr, seed=args.seed)
-    with tqdm(total=sum(depths), unit="layer", desc="training", delay=0.5) as bar:
+    with tqdm(total=sum(depths), unit="layer", desc="training", delay=0.5, leave=False) as bar:
         ds = trainability(args.activation, sw2, depths, progress=bar.update, **settings)
     fit = fit_depth_constant(ds)
     out = with_fit(ds, fit)
-    out.to_netcdf(args.output)
+    write_file(args.output, out.to_netcdf, "netcdf", overwrite=args.overwrite)
     print(f"trainable depth L_max = {_f(float(fit.constant))} xi_c "
           f"({int(fit.n_fitted)} sw2 values fitted; threshold accuracy "
           f"{float(fit.threshold):.3f}; mean field predicts {DEPTH_CONSTANT:g} xi_c)")
@@ -167,5 +177,5 @@ def run_trainability(args) -> int:
         import matplotlib
 
         matplotlib.use("Agg")
-        _save_png(plot_trainability(ds, fit), args.png)
+        _save_png(plot_trainability(ds, fit), args.png, args.overwrite)
     return 0

@@ -15,7 +15,9 @@ import os
 
 import numpy as np
 
-from .options import add_network, fmt
+from ..sweeps.budget import check_memory
+from ..sweeps.output import check_output, write_file
+from .options import add_network, busy, fmt
 
 
 def _f6(v):
@@ -34,23 +36,55 @@ def register(subparsers):
     p.add_argument("--labels", help="training targets, .npy of shape (n,) or (n, k)")
     p.add_argument("--test", help="test inputs, .npy of shape (m, d) (default: --data)")
     p.add_argument("-o", "--output", help="write the dataset to this netCDF file")
+    p.add_argument("--overwrite", action="store_true",
+                   help="replace an existing output (only a file meanfield wrote)")
     p.set_defaults(func=run_kernel)
     return p
 
 
+NPY_MAGIC = b"\x93NUMPY"
+
+
 def _load(flag, path):
+    """A real numeric array from a .npy file, or ValueError saying what the file really is."""
+    if os.path.isdir(path):
+        raise ValueError(f"{flag}: {path} is a directory, not a .npy file")
     if not os.path.isfile(path):
         raise ValueError(f"{flag}: no such file: {path}")
+    with open(path, "rb") as f:
+        head = f.read(6)
+    if head != NPY_MAGIC:
+        what = ("a zip archive (.npz?); save one array with numpy.save" if head[:2] == b"PK"
+                else "empty" if not head else "not a .npy file (no NumPy header; save the array "
+                "with numpy.save)")
+        raise ValueError(f"{flag}: {path} is {what}")
     try:
-        return np.load(path, allow_pickle=False)
-    except Exception as exc:  # numpy raises several types for a malformed file
-        raise ValueError(f"{flag}: cannot read {path} as .npy ({type(exc).__name__}: {exc})") from None
+        arr = np.load(path, allow_pickle=False)
+    except ValueError as exc:
+        if "pickle" in str(exc) or "Object arrays" in str(exc):
+            raise ValueError(f"{flag}: {path} holds Python objects, not numbers; save a numeric "
+                             f"array") from None
+        raise ValueError(f"{flag}: cannot read {path} as .npy ({exc})") from None
+    except (OSError, EOFError) as exc:  # a truncated or damaged file
+        raise ValueError(f"{flag}: cannot read {path} as .npy (damaged or truncated: "
+                         f"{str(exc).splitlines()[0] if str(exc) else type(exc).__name__})") \
+            from None
+    if np.iscomplexobj(arr):
+        raise ValueError(f"{flag}: {path} holds complex numbers ({arr.dtype}); the kernels take "
+                         f"real inputs")
+    if arr.dtype.kind not in "biuf":
+        raise ValueError(f"{flag}: {path} holds {arr.dtype} values, not numbers")
+    return arr
 
 
 def run_kernel(args) -> int:
     """Handler of ``meanfield kernel``; returns the exit code (0)."""
     from ..ntk import ntk_metrics
 
+    if args.output is not None:
+        if not str(args.output).lower().endswith(".nc"):
+            raise ValueError(f"-o: output must end in .nc, got {args.output!r}")
+        check_output(args.output, "netcdf", overwrite=args.overwrite)
     X = _load("--data", args.data)
     Xt = _load("--test", args.test) if args.test else X
     if args.labels:
@@ -59,15 +93,18 @@ def run_kernel(args) -> int:
         # Without labels only the spectrum is meaningful; a zero target keeps the
         # predictor columns defined (and zero) without inventing data.
         y = np.zeros(np.shape(X)[0] if np.ndim(X) >= 1 else 0)
-    ds = ntk_metrics(X, y, Xt, args.activation, args.sw2, args.sb2, args.depth)
+    if isinstance(args.depth, int) and args.depth >= 1 and X.ndim >= 1 and Xt.ndim >= 1:
+        n = X.shape[0] + (Xt.shape[0] if args.test else 0)
+        # NNGP and NTK over every pair of inputs at every depth, and their eigensystems.
+        check_memory(8.0 * 6 * args.depth * float(n) ** 2,
+                     f"--depth {args.depth} with {n} inputs")
+    with busy("kernels"):
+        ds = ntk_metrics(X, y, Xt, args.activation, args.sw2, args.sb2, args.depth)
     print(format_table(ds, with_prediction=bool(args.labels)))
     if args.output:
         out = ds.copy()
         out["singular"] = out["singular"].astype(np.int8)  # netCDF has no bool type
-        try:
-            out.to_netcdf(args.output)
-        except Exception as exc:
-            raise ValueError(f"-o: cannot write {args.output} ({type(exc).__name__}: {exc})") from None
+        write_file(args.output, out.to_netcdf, "netcdf", overwrite=args.overwrite)
         print(f"wrote {args.output}")
     return 0
 

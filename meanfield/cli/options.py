@@ -7,9 +7,13 @@ with a one-line message; :func:`meanfield.cli.main` prints it and exits with sta
 from __future__ import annotations
 
 import argparse
+import contextlib
 import math
+import sys
+import threading
 
 from ..core.vocabulary import DEPTH_CONSTANT, Q0
+from ..sweeps.budget import check_memory
 
 
 class UsageError(Exception):
@@ -21,11 +25,19 @@ class Parser(argparse.ArgumentParser):
         raise UsageError(f"{self.prog}: {message}")
 
 
-def parse_range(text, name):
-    """``START:STOP:N`` (inclusive, N points) or a comma-separated list -> numpy array."""
+def parse_range(text, name, bytes_per_point=8):
+    """``START:STOP:N`` (inclusive, N points) or a comma-separated list -> numpy array.
+
+    A list must be strictly increasing (an axis has one value per grid line: a repeated or
+    out-of-order value would draw a scrambled diagram), and N is checked against the
+    memory of the machine (``bytes_per_point`` per value) before anything is allocated.
+    """
     import numpy as np
 
     text = str(text).strip()
+    if not text:
+        raise ValueError(f"{name}: empty; expected START:STOP:N or a comma-separated list of "
+                         f"numbers")
     form = f"{name}: expected START:STOP:N or a comma-separated list of numbers, got {text!r}"
     try:
         if ":" in text:
@@ -34,14 +46,91 @@ def parse_range(text, name):
                 raise ValueError(form)
             start, stop, n = float(parts[0]), float(parts[1]), int(parts[2])
         else:
-            return np.array([float(v) for v in text.split(",") if v.strip()])
-    except ValueError:
+            items = [v.strip() for v in text.split(",")]
+            if any(not v for v in items):
+                raise ValueError(form)
+            values = np.array([float(v) for v in items])
+            if not np.all(np.isfinite(values)):
+                raise ValueError(f"{name}: values must be finite numbers, got {text!r}")
+            dup = values[:-1][np.diff(values) == 0]
+            if dup.size:
+                raise ValueError(f"{name}: {dup[0]:g} appears twice in {text!r}; give each "
+                                 f"value once")
+            if np.any(np.diff(values) < 0):
+                raise ValueError(f"{name}: values must be in increasing order, got {text!r}")
+            return values
+    except ValueError as exc:
+        if str(exc).startswith(name):
+            raise
         raise ValueError(form) from None
+    if not (math.isfinite(start) and math.isfinite(stop)):
+        raise ValueError(f"{name}: START and STOP must be finite, got {text!r}")
     if n < 1:
         raise ValueError(f"{name}: the number of points must be >= 1, got {n}")
     if n > 1 and not stop > start:
         raise ValueError(f"{name}: STOP must be greater than START in {text!r}")
+    if n == 1 and stop != start:
+        raise ValueError(f"{name}: one point needs START == STOP, got {text!r}")
+    check_memory(n * bytes_per_point, f"{name} {text} ({n} points)")
     return np.linspace(start, stop, n)
+
+
+def range_count(text):
+    """Number of points ``text`` (as given to :func:`parse_range`) describes, without
+    allocating them; None if it is malformed (parse_range then says why)."""
+    text = str(text).strip()
+    try:
+        if ":" in text:
+            return int(text.split(":")[2])
+        return len(text.split(","))
+    except (ValueError, IndexError):
+        return None
+
+
+def check_grid(counts, bytes_per_point, what):
+    """Refuse a grid of ``prod(counts)`` points that the machine cannot hold."""
+    n = 1
+    for c in counts:
+        if c is None:
+            return
+        n *= max(int(c), 0)
+    check_memory(n * bytes_per_point, f"{what} ({n} points)")
+
+
+def progress(iterable=None, total=None, desc=None, unit="it"):
+    """A tqdm bar on stderr that appears only if the work takes over a second and is
+    erased when it ends, so stdout stays a clean table."""
+    from tqdm import tqdm
+
+    return tqdm(iterable, total=total, desc=desc, unit=unit, delay=1.0, leave=False,
+                file=sys.stderr, dynamic_ncols=True)
+
+
+@contextlib.contextmanager
+def busy(desc):
+    """A progress line (elapsed time) for work that has no count, shown after a second."""
+    from tqdm import tqdm
+
+    done = threading.Event()
+
+    def tick():
+        if done.wait(1.0):
+            return
+        bar = tqdm(total=None, desc=desc, bar_format="{desc}: {elapsed} elapsed", leave=False,
+                   file=sys.stderr)
+        try:
+            while not done.wait(0.5):
+                bar.refresh()
+        finally:
+            bar.close()
+
+    thread = threading.Thread(target=tick, daemon=True)
+    thread.start()
+    try:
+        yield
+    finally:
+        done.set()
+        thread.join(timeout=2)
 
 
 def fmt(v, digits=12):

@@ -28,21 +28,36 @@ def register(subparsers):
                    help="keep one value of an extra dimension, e.g. activation=tanh or rho=0.9 "
                         "(nearest value for numbers); repeatable")
     p.add_argument("--dpi", type=int, default=150, help="resolution of the PNG (default 150)")
+    p.add_argument("--partial", action="store_true",
+                   help="draw a sweep store even if some chunks are missing or damaged (blank)")
+    p.add_argument("--overwrite", action="store_true",
+                   help="replace FILE.png if it exists (only a PNG meanfield wrote)")
     p.set_defaults(func=run_plot)
     return p
 
 
-def open_dataset(path):
-    """Open a netCDF file or a zarr store (sweep store or plain) as an xarray.Dataset."""
+def open_dataset(path, partial=False):
+    """Open a netCDF file or a zarr store (sweep store or plain) as an xarray.Dataset.
+
+    A sweep store is verified against its checksums first; an incomplete or damaged one is
+    refused unless ``partial`` (then its missing points are NaN)."""
+    import json
+
     import xarray as xr
+
+    from ..sweeps.store import bookkeeping, open_checked
 
     path = Path(path)
     if not path.exists():
         raise ValueError(f"STORE: no such file or directory: {str(path)!r}")
+    if path.is_dir() and bookkeeping(path) is not None:
+        return open_checked(path, partial=partial)
     try:
         if path.is_dir():
-            return xr.open_zarr(str(path), consolidated=False)
-        return xr.open_dataset(str(path))
+            meta = json.loads((path / "zarr.json").read_text(encoding="utf-8"))
+            consolidated = isinstance(meta, dict) and meta.get("consolidated_metadata") is not None
+            return xr.open_zarr(str(path), consolidated=consolidated).load()
+        return xr.open_dataset(str(path)).load()
     except Exception as exc:  # xarray raises many types for a file it cannot read
         kind = "zarr store" if path.is_dir() else "netCDF file"
         msg = str(exc).splitlines()[0] if str(exc) else ""
@@ -84,12 +99,15 @@ def run_plot(args) -> int:
 
     from .. import plot
 
+    from ..sweeps.output import check_output, save_figure
+
     out = Path(args.output)
     if out.suffix.lower() != ".png":
         raise ValueError(f"-o: expected a .png file name, got {args.output!r}")
-    if not out.parent.exists():
-        raise ValueError(f"-o: directory {str(out.parent)!r} does not exist")
-    ds = _select(open_dataset(args.store), args.select)
+    check_output(out, "png", overwrite=args.overwrite)
+    if not 1 <= args.dpi:
+        raise ValueError(f"--dpi: must be a positive integer, got {args.dpi}")
+    ds = _select(open_dataset(args.store, partial=args.partial), args.select)
     if args.var not in ds:
         raise ValueError(f"--var: {args.var!r} is not in {args.store}; choose one of "
                          f"{', '.join(map(str, ds.data_vars))}")
@@ -101,9 +119,7 @@ def run_plot(args) -> int:
                          f"--select all but one of them")
     fig = plot.phase_diagram_facets(ds, args.var) if extra else plot.phase_diagram(ds, args.var)
     try:
-        fig.savefig(out, dpi=args.dpi)
-    except OSError as exc:
-        raise ValueError(f"-o: cannot write {str(out)!r} ({exc.strerror})") from None
+        save_figure(fig, out, dpi=args.dpi, overwrite=args.overwrite)
     finally:
         plt.close(fig)
     print(f"wrote {out}")

@@ -8,8 +8,6 @@ raise ValueError with a one-line message, which the main CLI prints and maps to 
 from __future__ import annotations
 
 import argparse
-import os
-import tempfile
 from pathlib import Path
 
 import numpy as np
@@ -17,6 +15,9 @@ import numpy as np
 from .. import sweeps as SW
 from ..core.critical import critical_line_from_data
 from ..core.vocabulary import Phase
+from ..sweeps.output import check_output, write_file
+from ..sweeps.store import open_checked, verify
+from .options import progress as progress_bar
 
 
 def _chunks_arg(text: str):
@@ -76,14 +77,19 @@ def register(subparsers) -> None:
     p.add_argument("store", metavar="STORE")
     p.add_argument("-o", "--output", required=True, metavar="FILE.nc")
     p.add_argument("--partial", action="store_true",
-                   help="export even if some chunks are not computed (their values are fill "
-                        "values)")
+                   help="export what is complete and verified even if some chunks are missing "
+                        "or damaged (their points are NaN; variable 'computed' marks the rest)")
     p.add_argument("--overwrite", action="store_true", help="replace FILE.nc if it exists")
     p.set_defaults(func=cmd_export)
 
 
 def cmd_sweep(args) -> int:
     """Handler of ``meanfield sweep``."""
+    store = Path(args.store)
+    if store.exists() and not store.is_dir():
+        raise ValueError(f"-o: {str(store)!r} is a file, not a zarr store (a directory)")
+    if not store.exists():
+        check_output(store, "zarr")  # the directory must exist and be writable
     client = None
     if args.scheduler:
         from dask.distributed import Client
@@ -118,6 +124,8 @@ def info_text(store, rows=11) -> str:
     """The summary printed by ``meanfield info``."""
     st = SW.sweep_status(store)
     ds = SW.open_sweep(store)
+    with progress_bar(total=len(ds.data_vars), desc="verifying", unit="variable") as bar:
+        check = verify(store, st, progress=bar.update)
     out = [f"store      {store}",
            f"sweep      {ds.attrs.get('sweep_name', '')}  (meanfield {st.meanfield_version})"]
     if ds.attrs.get("sweep_description"):
@@ -130,6 +138,20 @@ def info_text(store, rows=11) -> str:
                     if k in ds.attrs)
     out.append(f"options    {opts}")
     npts = int(np.prod(st.shape))
+    out.append(f"verified   {check.checked - len(check.missing) - len(check.damaged)}/"
+               f"{check.checked} chunks read back match their checksums"
+               + ("" if check.ok else f"; {check.summary()} (a resume recomputes them)"))
+    if check.broken:
+        out.append("damaged    the store cannot be read back; recompute it with "
+                   "`meanfield sweep --overwrite`")
+        return "\n".join(out)
+    if not check.ok:
+        # Count and read only what is there and verified (damaged chunks cannot be decoded).
+        good = st.done & ~check.bad(st.chunk_grid)
+        st = SW.SweepStatus(**{**st.__dict__, "done": good, "n_done": int(good.sum()),
+                               "fraction": float(good.mean())})
+        st = SW.SweepStatus(**{**st.__dict__, "points_done": int(st.point_mask().sum())})
+        ds = open_checked(store, partial=True, check=check)
     out.append(f"complete   {st.n_done}/{st.n_chunks} chunks ({100 * st.fraction:.1f}%), "
                f"{st.points_done}/{npts} points")
     if st.runs:
@@ -175,26 +197,17 @@ def cmd_info(args) -> int:
 
 def cmd_export(args) -> int:
     """Handler of ``meanfield export``: the store as one netCDF file."""
-    st = SW.sweep_status(args.store)
-    if not st.complete and not args.partial:
-        raise ValueError(f"store {args.store!r} is {100 * st.fraction:.1f}% complete; finish it "
-                         f"with `meanfield sweep` or pass --partial")
     out = Path(args.output)
-    if out.exists() and not args.overwrite:
-        raise ValueError(f"{str(out)!r} exists; pass --overwrite to replace it")
-    ds = SW.open_sweep(args.store)
-    if not st.complete:
-        ds.attrs["sweep_completion_fraction"] = st.fraction
-    # Write next to the target and rename, so a failed export never leaves a truncated file
-    # under the requested name.
-    fd, tmp = tempfile.mkstemp(prefix=f".{out.name}.", suffix=".tmp", dir=out.parent or ".")
-    os.close(fd)
-    try:
-        ds.to_netcdf(tmp)
-        os.replace(tmp, out)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    if out.suffix.lower() != ".nc":
+        raise ValueError(f"-o: output must end in .nc, got {out.name!r}")
+    check_output(out, "netcdf", overwrite=args.overwrite)
+    SW.sweep_status(args.store)  # "not a meanfield sweep store" before anything else
+    with progress_bar(total=11, desc="verifying", unit="variable") as bar:
+        ds = open_checked(args.store, partial=args.partial, progress=bar.update)
+    if "sweep_incomplete" in ds.attrs:
+        ds.attrs["sweep_completion_fraction"] = float(ds["computed"].mean())
+    write_file(out, ds.to_netcdf, "netcdf", overwrite=args.overwrite)
     print(f"{out}: {', '.join(f'{k}={v}' for k, v in ds.sizes.items())}, "
-          f"{len(ds.data_vars)} variables")
+          f"{len(ds.data_vars)} variables"
+          + (f" ({ds.attrs['sweep_incomplete']})" if "sweep_incomplete" in ds.attrs else ""))
     return 0

@@ -36,6 +36,7 @@ from .._version import __version__
 from ..core import validate as V
 from ..core.activation import get_activation
 from ..ntk import two_point_kernels
+from ..sweeps.budget import check_memory
 
 __all__ = ["simulate", "width_convergence"]
 
@@ -207,6 +208,11 @@ def _check(activation, sw2, sb2, depth, width, networks, seed, q0, c0, input_dim
     if input_dim < 2:
         raise ValueError(f"input_dim must be >= 2 to hold two inputs, got {input_dim} "
                          f"(it defaults to the width)")
+    # One network's weights (all layers) are held at once, with as much again for the
+    # activations and the NTK chain; per network and layer a few dozen results are kept.
+    check_memory(16.0 * (depth * float(width) ** 2 + input_dim * float(width))
+                 + 512.0 * networks * depth,
+                 f"depth {depth} x width {width} x {networks} networks")
     if ntk is None:
         ntk = width <= NTK_AUTO_MAX_WIDTH
     elif not isinstance(ntk, (bool, np.bool_)):

@@ -36,6 +36,7 @@ from ..core import validate as V
 from ..core.activation import get_activation
 from ..core.analysis import analyze
 from ..core.vocabulary import DEPTH_CONSTANT
+from ..sweeps.budget import check_memory
 
 __all__ = ["digits_data", "trainability", "fit_depth_constant", "with_fit"]
 
@@ -251,6 +252,11 @@ def trainability(activation="tanh", sw2=np.linspace(1.0, 4.0, 16), depths=(4, 8,
     lr = V.scalar("learning_rate", learning_rate, minimum=0.0, inclusive=False)
     seed = V.integer("seed", seed, 0)
     depth_constant = V.scalar("depth_constant", depth_constant, minimum=0.0, inclusive=False)
+    # Weights, gradients and momentum of the deepest network, its activations on a batch,
+    # and the (sw2, depth) result tables.
+    check_memory(8.0 * (4 * max(ds_) * float(width) ** 2 + 4 * batch_size * width * max(ds_))
+                 + 64.0 * len(w) * len(ds_),
+                 f"depth {max(ds_)} x width {width} x batch {batch_size}")
     X, y = digits_data(n_samples)
     if batch_size > len(y):
         raise ValueError(f"batch_size {batch_size} exceeds the number of samples {len(y)}")

@@ -10,7 +10,9 @@ recomputes exactly the chunks whose flag is unset.
 
 from __future__ import annotations
 
+import logging
 import os
+import signal
 import time
 from pathlib import Path
 
@@ -22,7 +24,17 @@ from .._version import __version__
 from ..core import engine
 from .layout import activation_of, solver_options, variables_of
 from .spec import SweepSpec, as_spec
-from .store import DONE, META_GROUP, bookkeeping, check_existing, create, log_run, open_sweep
+from .budget import check_disk, check_memory
+from .store import (CHECKSUM, DONE, META_GROUP, bookkeeping, check_existing, create, lock,
+                    log_run, open_sweep, verify)
+from .verify import chunk_digests
+
+# Bytes per grid point: 11 variables of ~8 bytes each in the store (uncompressed), and
+# about four times that while a chunk is computed, assembled and encoded.
+STORE_BYTES_PER_POINT = 80
+WORK_BYTES_PER_POINT = 400
+# Bytes the driver holds per chunk: its task description, future and bookkeeping.
+BYTES_PER_TASK = 4096
 
 __all__ = ["sweep"]
 
@@ -63,8 +75,11 @@ def _run_chunk(task) -> tuple:
         v.attrs = {}
     ds.attrs = {}
     ds.to_zarr(task["store"], region=task["region"], mode="r+", consolidated=False)
-    # The flag is written only after to_zarr has returned: a chunk killed mid-write keeps
-    # its flag unset and is recomputed by the next run.
+    # Checksums, then the flag, only after to_zarr has returned: a chunk killed mid-write
+    # keeps its flag unset and is recomputed by the next run.
+    names = sorted(ds.data_vars)
+    sums = zarr.open_array(task["store"], path=f"{META_GROUP}/{CHECKSUM}", mode="r+")
+    sums[task["index"]] = chunk_digests({n: ds[n].values for n in names}, names)
     flags = zarr.open_array(task["store"], path=f"{META_GROUP}/{DONE}", mode="r+")
     flags[task["index"]] = True
     return task["index"]
@@ -74,7 +89,8 @@ def _execute(tasks, client, workers, progress, n_total, n_done):
     from tqdm.auto import tqdm
 
     bar = tqdm(total=n_total, initial=n_done, unit="chunk", desc="sweep", disable=not progress,
-               dynamic_ncols=True)
+               dynamic_ncols=True, mininterval=0.5)
+    bar.refresh()  # shown at once: starting a cluster takes seconds
     computed = 0
     try:
         if client is None and (workers <= 1 or len(tasks) <= 1):
@@ -87,10 +103,17 @@ def _execute(tasks, client, workers, progress, n_total, n_done):
         if client is None:
             from dask.distributed import Client, LocalCluster
 
-            # One single-threaded process per core: the Numba kernels hold the GIL.
-            cluster = LocalCluster(n_workers=workers, threads_per_worker=1, processes=True,
-                                   dashboard_address=None)
-            own = client = Client(cluster)
+            # One single-threaded process per core: the Numba kernels hold the GIL.  The
+            # workers ignore SIGINT (inherited while they start): Ctrl-C reaches this
+            # process, which cancels the work and closes the cluster in order, instead of
+            # every worker printing its own traceback.
+            old = signal.signal(signal.SIGINT, signal.SIG_IGN)
+            try:
+                cluster = LocalCluster(n_workers=workers, threads_per_worker=1, processes=True,
+                                       dashboard_address=None, silence_logs=logging.CRITICAL)
+                own = client = Client(cluster)
+            finally:
+                signal.signal(signal.SIGINT, old)
         from dask.distributed import as_completed
 
         futures = client.map(_run_chunk, tasks, pure=False)
@@ -100,6 +123,8 @@ def _execute(tasks, client, workers, progress, n_total, n_done):
                 computed += 1
                 bar.update()
         except BaseException:
+            bar.leave = False
+            _quiet_distributed()
             client.cancel(futures)
             raise
         finally:
@@ -107,8 +132,34 @@ def _execute(tasks, client, workers, progress, n_total, n_done):
                 own.close()
                 cluster.close()
         return computed
+    except BaseException:
+        bar.leave = False  # an interrupted bar is erased, so the last line says why
+        raise
     finally:
         bar.close()
+
+
+def _quiet_distributed():
+    """Closing a cluster after a cancelled run logs every closed connection; silence it."""
+    for name in ("distributed", "tornado", "asyncio"):
+        logging.getLogger(name).setLevel(logging.CRITICAL + 1)
+
+
+def _check_size(spec: SweepSpec, store: Path, workers: int):
+    """Refuse, before anything is allocated, a sweep the machine cannot hold."""
+    counts = {d: (len(spec.activations) if d == "activation" else
+                  len(spec.axes[d]["values"]) if "values" in spec.axes[d] else spec.axes[d]["count"])
+              for d in spec.dims}
+    npts = float(np.prod([float(c) for c in counts.values()]))
+    cs = dict(zip(spec.dims, [min(spec.chunks.get(d, 1), counts[d]) for d in spec.dims]))
+    nchunks = float(np.prod([-(-counts[d] // cs[d]) for d in spec.dims]))
+    chunk_pts = float(np.prod(list(cs.values())))
+    what = " x ".join(f"{d} {c}" for d, c in counts.items())
+    check_memory(8.0 * sum(counts.values()) + BYTES_PER_TASK * nchunks
+                 + WORK_BYTES_PER_POINT * chunk_pts * max(1, workers),
+                 f"sweep {what} ({npts:.0f} points in {nchunks:.0f} chunks)")
+    check_disk(STORE_BYTES_PER_POINT * npts, store.parent if not store.exists() else store,
+               f"sweep {what} ({npts:.0f} points)")
 
 
 
@@ -169,19 +220,55 @@ def sweep(spec_or_path, store, *, client=None, chunks=None, resume=True, overwri
         workers = os.cpu_count() or 1
     if isinstance(workers, bool) or not isinstance(workers, (int, np.integer)) or workers < 0:
         raise ValueError(f"workers must be a non-negative integer, got {workers!r}")
-    if store.exists() and not overwrite:
-        if not resume:
-            raise ValueError(f"store {str(store)!r} already exists; resume it or pass "
-                             f"overwrite=True (CLI: --overwrite) to replace it")
-        spec = check_existing(store, spec, chunks is not None)
-    elif store.exists():
-        if bookkeeping(store) is None and not (store.is_dir() and not any(store.iterdir())):
-            raise ValueError(f"{str(store)!r} exists and is not a meanfield sweep store; "
-                             f"refusing to overwrite it")
-        create(store, spec)
-    else:
-        create(store, spec)
+    if store.exists() and not store.is_dir():
+        raise ValueError(f"store {str(store)!r} is a file, not a zarr store (a directory)")
+    _check_size(spec, store, int(workers))
+    fd = None
+    try:
+        if store.exists() and not overwrite:
+            if not resume:
+                raise ValueError(f"store {str(store)!r} already exists; resume it or pass "
+                                 f"overwrite=True (CLI: --overwrite) to replace it")
+            spec = check_existing(store, spec, chunks is not None)
+            fd = lock(store)
+            _forget_bad_chunks(store, progress)
+        elif store.exists():
+            if bookkeeping(store) is None and not (store.is_dir() and not any(store.iterdir())):
+                raise ValueError(f"{str(store)!r} exists and is not a meanfield sweep store; "
+                                 f"refusing to overwrite it")
+            old = lock(store)  # refuse to replace a store another run is writing
+            try:
+                fd = create(store, spec, replace=True)
+            finally:
+                os.close(old)
+        else:
+            fd = create(store, spec)
+        return _run(spec, store, client, workers, progress)
+    finally:
+        if fd is not None:
+            os.close(fd)
 
+
+def _forget_bad_chunks(store: Path, progress=True):
+    """Unset the flags of chunks whose data is missing or damaged, so the run recomputes
+    them (checksums are recorded per chunk when it is written)."""
+    from tqdm.auto import tqdm
+
+    n_vars = len(bookkeeping(store).attrs.get("variables", ()))
+    with tqdm(total=n_vars, desc="verifying", unit="variable", delay=1.0, leave=False,
+              disable=not progress) as bar:
+        check = verify(store, progress=bar.update)
+    if check.broken:
+        raise ValueError(f"store {str(store)!r} is damaged beyond its chunks: "
+                         f"{'; '.join(check.broken)}; pass overwrite=True (CLI: --overwrite) to "
+                         f"recompute it")
+    if not check.ok:
+        flags = zarr.open_array(str(store), path=f"{META_GROUP}/{DONE}", mode="r+")
+        for idx in check.missing + check.damaged:
+            flags[idx] = False
+
+
+def _run(spec, store, client, workers, progress):
     done = zarr.open_array(str(store), path=f"{META_GROUP}/{DONE}", mode="r")[...]
     tasks = _tasks(spec, str(store), done)
     n_total = int(done.size)
@@ -203,4 +290,3 @@ def sweep(spec_or_path, store, *, client=None, chunks=None, resume=True, overwri
         entry["seconds"] = round(time.time() - started, 3)
         log_run(store, entry)
     return open_sweep(store)
-

@@ -389,8 +389,12 @@ def load_spec(path) -> SweepSpec:
     p = Path(path)
     try:
         text = p.read_text(encoding="utf-8")
+    except UnicodeDecodeError as err:
+        raise ValueError(f"sweep spec {str(p)!r} is not UTF-8 text (byte 0x{err.object[err.start]:02x} "
+                         f"at offset {err.start}); TOML files are UTF-8") from None
     except OSError as err:
-        raise ValueError(f"cannot read sweep spec {str(p)!r}: {err.strerror}") from None
+        what = "is a directory" if p.is_dir() else err.strerror
+        raise ValueError(f"cannot read sweep spec {str(p)!r}: {what}") from None
     spec = parse_spec(text, source=p.name)
     if not spec.name:
         norm = spec.to_dict()
