@@ -36,7 +36,9 @@ def test_analyze_json_keeps_infinities_valid(capsys):
 
 def test_critical_and_recommend(capsys):
     code, out, _ = run(capsys, "critical", "tanh", "--sb2", "0,0.05")
-    assert code == 0 and "critical sw2 = 1\n" in out and "1.76095463" in out
+    assert code == 0 and "critical sw2 = 1   q* = 0\n" in out and "1.76095463" in out
+    code, out, _ = run(capsys, "critical", "gelu", "--sb2", "0.01,0.3")
+    assert code == 0 and "critical sw2 = nan" in out and "diverges" in out and "1.95615862832" in out
     code, out, _ = run(capsys, "recommend", "tanh", "--depth", "100")
     assert code == 0 and "sqrt(fan_in)" in out
 

@@ -118,8 +118,10 @@ def cmd_diagram(args):
                 ds.to_zarr(tmp, mode="w", consolidated=True, zarr_format=3)
 
         write_store(out, to_zarr, overwrite=args.overwrite)
+    from ..core.vocabulary import Phase
+
     counts = {ph.flag: int((ds.phase == int(ph)).sum()) for ph in
-              (mf.Phase.ORDERED, mf.Phase.CRITICAL, mf.Phase.CHAOTIC, mf.Phase.UNBOUNDED)}
+              (Phase.ORDERED, Phase.CRITICAL, Phase.CHAOTIC, Phase.UNBOUNDED)}
     print(f"wrote {out} ({ds.sizes['sw2']} x {ds.sizes['sb2']} points; "
           + ", ".join(f"{k} {v}" for k, v in counts.items())
           + f"; {int((~ds.converged).sum())} not converged)")

@@ -9,6 +9,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import math
+import os
 import sys
 import threading
 
@@ -97,13 +98,18 @@ def check_grid(counts, bytes_per_point, what):
     check_memory(n * bytes_per_point, f"{what} ({n} points)")
 
 
+def _quiet():
+    """MEANFIELD_NO_PROGRESS=1 turns every progress display off (scripts, the test suite)."""
+    return os.environ.get("MEANFIELD_NO_PROGRESS", "") not in ("", "0")
+
+
 def progress(iterable=None, total=None, desc=None, unit="it"):
     """A tqdm bar on stderr that appears only if the work takes over a second and is
     erased when it ends, so stdout stays a clean table."""
     from tqdm import tqdm
 
     return tqdm(iterable, total=total, desc=desc, unit=unit, delay=1.0, leave=False,
-                file=sys.stderr, dynamic_ncols=True)
+                file=sys.stderr, dynamic_ncols=True, disable=_quiet())
 
 
 @contextlib.contextmanager
@@ -111,6 +117,9 @@ def busy(desc):
     """A progress line (elapsed time) for work that has no count, shown after a second."""
     from tqdm import tqdm
 
+    if _quiet():
+        yield
+        return
     done = threading.Event()
 
     def tick():

@@ -122,7 +122,6 @@ class Activation:
 
 def _make_builtins():
     """Factories for the built-in activations; each takes its parameters as keywords."""
-    nan2 = (math.nan, math.nan)
 
     def tanh():
         return Activation("tanh", K_TANH, odd=True, slopes=(0.0, 0.0), formula="tanh(x)")

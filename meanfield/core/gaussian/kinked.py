@@ -10,7 +10,7 @@ from collections import namedtuple
 import numba as nb
 import numpy as np
 
-from ..functions import K_ELU, K_HARD_TANH, phi
+from ..functions import K_ELU, K_HARD_TANH, K_SIGMOID, K_SILU, K_SOFTPLUS, K_TANH, phi
 from .quadrature import (GL_X, PANEL_MAX, PANELS_PER_STEP, Z1, breakpoints, panel_count,
                          panel_nodes, pdf, step)
 
@@ -23,6 +23,23 @@ def graded_only(act):
     hard_tanh): at any variance its only features are at the kinks, so panels graded away
     from them suffice.  A custom phi may have features anywhere: it keeps uniform panels."""
     return act.kind == K_ELU or act.kind == K_HARD_TANH
+
+
+# Above this variance a smooth built-in phi(sqrt(q) z) is, at the scale of the Gaussian,
+# a kink at 0 rounded off within ~1/sqrt(q) (its complex singularities sit at distance
+# ~1/sqrt(q) above z = 0 only), so panels graded away from 0 integrate it in O(log q)
+# nodes, where the trapezoid rule needs O(sqrt(q)) per axis.
+Q_SOFT = 3e3
+SOFT_KINK = np.zeros(1)
+
+
+@nb.njit(cache=True)
+def soft_kink(act, q):
+    """True when the two-point rule should grade around 0 instead of using a uniform step:
+    a smooth built-in whose singularities lie only on the imaginary axis (tanh, the logistic
+    family, softplus), at variance above Q_SOFT."""
+    return q > Q_SOFT and (act.kind == K_TANH or act.kind == K_SIGMOID
+                           or act.kind == K_SOFTPLUS or act.kind == K_SILU)
 
 
 @nb.njit(cache=True)
@@ -64,7 +81,7 @@ def graded_breakpoints(kinks, scale, shift, base):
 
 
 @nb.njit(cache=True)
-def _kinked_breakpoints(act, r1, r2, c, s, w1):
+def _kinked_breakpoints(kinks, r1, r2, c, s, w1):
     """Outer breakpoints in z1 of the kinked two-point rule (see :func:`_kinked_rule`).
 
     Besides phi(u1)'s own kinks at z1 = k/r1, the inner integral over z2 is a Gaussian
@@ -74,7 +91,6 @@ def _kinked_breakpoints(act, r1, r2, c, s, w1):
     panel is no wider than the distance at which the integrand stays analytic, and
     Gauss-Legendre converges on each.
     """
-    kinks = act.kinks
     nk = kinks.shape[0]
     sigma = s / abs(c) if c != 0.0 else math.inf
     base = min(0.125 * sigma, w1)
@@ -91,6 +107,12 @@ def _kinked_breakpoints(act, r1, r2, c, s, w1):
 
 @nb.njit(cache=True)
 def kinked_rule(act, s11, s22, eps):
+    """:func:`graded_rule` at phi's kinks (uniform panels too, unless :func:`graded_only`)."""
+    return graded_rule(act, act.kinks, graded_only(act), s11, s22, eps)
+
+
+@nb.njit(cache=True)
+def graded_rule(act, kinks, graded, s11, s22, eps):
     """Composite Gauss-Legendre for a kinked phi on a general covariance, in eps = 1 - c.
 
     u1 = r1 z1, u2 = r2 (c z1 + s z2), r_i = sqrt(s_ii), c = 1 - eps, s = sqrt(eps (2 - eps)).
@@ -100,15 +122,13 @@ def kinked_rule(act, s11, s22, eps):
     ``Pair(D, Delta, Dp)`` with Delta = 1/2 E[(phi(u1) - phi(u2))^2], summed from
     differences (no cancellation when u1 and u2 nearly coincide).
     """
-    kinks = act.kinks
     kappa = act.kappa
     r1 = math.sqrt(s11)
     r2 = math.sqrt(s22)
     c = 1.0 - eps
     s = math.sqrt(eps * (2.0 - eps))
     w1 = min(PANEL_MAX, PANELS_PER_STEP * step(kappa, max(s11, s22 * c * c)))
-    outer = _kinked_breakpoints(act, r1, r2, c, s, w1)
-    graded = graded_only(act)
+    outer = _kinked_breakpoints(kinks, r1, r2, c, s, w1)
     # Graded panels already follow phi's only features: no uniform subdivision (the cost
     # then grows like log q, not q).
     u1 = PANEL_MAX if graded else w1

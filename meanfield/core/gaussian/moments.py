@@ -40,7 +40,7 @@ import numpy as np
 
 from ..functions import CF_NONE, kink_at_zero, phi
 from . import closed
-from .kinked import Pair, kinked_rule
+from .kinked import SOFT_KINK, Pair, graded_rule, kinked_rule, soft_kink
 from .quadrature import (PANEL_MAX, PANELS_PER_STEP, SQ_LIMIT, Z1, Z2, breakpoints,
                          hermite_sums, panel_count, panel_nodes, pdf, step)
 
@@ -302,6 +302,8 @@ def moments2(act, q, eps):
             return Pair(p0 * p0, 0.0, dp0 * dp0)
         return Pair(m.phi2, 0.0, m.dphi2)
     if act.kinks.shape[0] == 0:
+        if soft_kink(act, q):
+            return graded_rule(act, SOFT_KINK, True, q, q, eps)
         return _lattice_rule(act, q, eps)
     return kinked_rule(act, q, q, eps)
 
@@ -377,6 +379,9 @@ def pair(act, s11, s22, s12, same):
         m = moments2(act, s11, eps)
         return m.D, m.Dp
     if act.kinks.shape[0] == 0:
+        if soft_kink(act, max(s11, s22)):
+            m = graded_rule(act, SOFT_KINK, True, s11, s22, eps)
+            return m.D, m.Dp
         return _smooth_general(act, s11, s22, eps)
     m = kinked_rule(act, s11, s22, eps)
     return m.D, m.Dp
