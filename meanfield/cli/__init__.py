@@ -9,14 +9,15 @@ from __future__ import annotations
 
 import sys
 
+from ..explore import command as explore
 from . import core_commands, experiments, kernel, plot, sweep
 from .options import Parser, UsageError, parse_range
 
 __all__ = ["main", "build_parser", "parse_range"]
 
 # The subcommand modules, registered statically (no optional imports: each is part of the
-# package).
-COMMANDS = (core_commands, kernel, experiments, sweep, plot)
+# package; `explore` imports Panel only when it runs).
+COMMANDS = (core_commands, kernel, experiments, sweep, plot, explore)
 
 
 def build_parser():

@@ -191,11 +191,13 @@ def profiles(activation, sw2, sb2, depth=60, q1=3.0, c1=0.2) -> xr.Dataset:
     return xr.Dataset({k: ("depth", v) for k, v in data.items()}, coords={"depth": l}, attrs=meta)
 
 
-def length_map(activation, sw2, sb2, q_star, n=40, q_max=None) -> dict:
+def length_map(activation, sw2, sb2, q_star, n=40, q_max=None, q1=None) -> dict:
     """V(q) = sw2 E[phi(sqrt(q) z)^2] + sb2 on [sb2, q_max]: the layer-2 NNGP diagonal of
-    inputs whose layer-1 lengths are q (one mf.kernels call; q^l >= sb2 for every l)."""
+    inputs whose layer-1 lengths are q (one mf.kernels call; q^l >= sb2 for every l).
+    The default q_max shows q*, and the start ``q1`` of a cobweb when given."""
     if q_max is None:
-        q_max = max(1.0, 1.6 * q_star if math.isfinite(q_star) else 4.0, 1.2 * sb2 + 0.1)
+        q_max = max(1.0, 1.6 * q_star if math.isfinite(q_star) else 4.0, 1.2 * sb2 + 0.1,
+                    1.1 * (q1 or 0.0))
     q = np.linspace(sb2, q_max, n)
     X = _rows(sw2, sb2, q, 1)[:, None]
     v = np.diagonal(mf.kernels(X, activation, sw2, sb2, 2)["nngp"].values[1]).copy()

@@ -69,22 +69,27 @@ class PhaseView:
     ``figure`` has a tap tool; the caller attaches what a click does.
     """
 
-    def __init__(self, ds, var="chi1", critical=None, title="", width=620, height=440):
+    def __init__(self, ds, var="chi1", critical=None, title="", width=620, height=440,
+                 source=None, crit_source=None):
+        # ``source``/``crit_source`` given: share them (the static page draws one figure per
+        # quantity from one source, column ``shown_<var>``, so the data is written once).
         self.var = var
-        self.source = ColumnDataSource(image_data(ds, var), name="phase_source")
-        self.crit_source = ColumnDataSource({"x": [], "y": []}, name="critical_source")
+        column = "image" if source is None else f"shown_{var}"
+        self.source = source or ColumnDataSource(image_data(ds, var), name="phase_source")
+        self.crit_source = crit_source or ColumnDataSource({"x": [], "y": []}, name="critical_source")
         self.point_source = ColumnDataSource({"x": [], "y": []}, name="point_source")
         p = figure(width=width, height=height, tools=TOOLS + ",tap", title=title,
                    x_axis_label="σ_w² (weight variance)", y_axis_label="σ_b² (bias variance)",
                    match_aspect=False, name="phase_figure")
         p.x_range.range_padding = p.y_range.range_padding = 0
-        mapper = _mapper(self.source.data["image"][0], QUANTITIES[var][1])
-        self.image = p.image(image="image", x="x", y="y", dw="dw", dh="dh", source=self.source,
+        mapper = _mapper(self.source.data[column][0], QUANTITIES[var][1])
+        self.image = p.image(image=column, x="x", y="y", dw="dw", dh="dh", source=self.source,
                              color_mapper=mapper, name="phase_image")
         self.colorbar = ColorBar(color_mapper=mapper, title=QUANTITIES[var][0], width=12)
         p.add_layout(self.colorbar, "right")
         self.contours = p.contour(*self._contour_args(ds), line_color="white", line_dash="dashed",
-                                  line_width=1.2, fill_color=None)
+                                  line_width=1.2)
+        self.contours.fill_renderer.visible = False     # lines only: the colour is the quantity
         self.contours.name = "depth_contours"
         self.critical = p.line("x", "y", source=self.crit_source, line_color="red", line_width=2.5,
                                name="critical_line", legend_label="critical line χ₁ = 1")
