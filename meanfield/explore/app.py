@@ -151,7 +151,12 @@ class Explorer:
     def _on_page(self, fn):
         """Run ``fn`` where the page's models may be changed: the session's event loop."""
         if self.threaded and self.doc is not None and self.doc.session_context is not None:
-            self.doc.add_next_tick_callback(fn)
+            if getattr(self.doc.session_context, "destroyed", False):
+                return                      # the browser tab is gone: nothing to show
+            try:
+                self.doc.add_next_tick_callback(fn)
+            except Exception:               # the session closed meanwhile
+                LOG.debug("explorer: session closed; result dropped")
         else:
             fn()
 
