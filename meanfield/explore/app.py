@@ -183,10 +183,10 @@ class Explorer:
                             + " …</span>") if busy else ""
 
     def show_error(self, text):
-        self.message.object = f"<div style='color:#b00020'><b>Error:</b> {html.escape(text)}</div>"
+        self.message.object = f"<div class='mf-error' style='color:#b00020'><b>Error:</b> {html.escape(text)}</div>"
 
     def clear_error(self):
-        self.message.object = ""
+        self.message.object = "<div class='mf-ok'></div>"
 
     # --- the phase diagram -----------------------------------------------------------------
     def request_diagram(self):
