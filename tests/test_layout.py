@@ -18,6 +18,7 @@ LAYERS = [
     ("meanfield.experiments",),
     ("meanfield.plot",),
     ("meanfield.api", "meanfield.simulate", "meanfield.trainability", "meanfield"),
+    ("meanfield.explore",),
     ("meanfield.cli", "meanfield.__main__"),
 ]
 # Inside the core, the same rule between its modules (vocabulary and validate are shared).

@@ -11,6 +11,7 @@ import logging
 import os
 import sys
 
+from ..explore import command as explore
 from . import core_commands, experiments, kernel, plot, sweep
 from ..sweeps.output import os_error_text
 from .options import Parser, UsageError, parse_range
@@ -18,8 +19,8 @@ from .options import Parser, UsageError, parse_range
 __all__ = ["main", "build_parser", "parse_range"]
 
 # The subcommand modules, registered statically (no optional imports: each is part of the
-# package).
-COMMANDS = (core_commands, kernel, experiments, sweep, plot)
+# package; `explore` imports Panel only when it runs).
+COMMANDS = (core_commands, kernel, experiments, sweep, plot, explore)
 
 
 def build_parser():
