@@ -54,6 +54,25 @@ def test_diagram_writes_netcdf_and_png(tmp_path, capsys):
     xr.testing.assert_identical(ds, ref)
 
 
+def test_outputs_get_the_permissions_of_new_files(tmp_path, capsys):
+    # written under a private temporary name (0600/0700) and renamed: the result must not
+    # stay private
+    import os
+
+    mask = os.umask(0o022)
+    try:
+        for name in ("p.nc", "p.zarr"):
+            code, _, _ = run(capsys, "diagram", "erf", "--sw2", "0.5:3:4", "--sb2", "0:1:3",
+                             "-o", str(tmp_path / name), *(["--png", str(tmp_path / "p.png")]
+                                                           if name == "p.nc" else []))
+            assert code == 0
+    finally:
+        os.umask(mask)
+    assert (tmp_path / "p.nc").stat().st_mode & 0o777 == 0o644
+    assert (tmp_path / "p.png").stat().st_mode & 0o777 == 0o644
+    assert (tmp_path / "p.zarr").stat().st_mode & 0o777 == 0o755
+
+
 @pytest.mark.parametrize("argv,needle", [
     (["analyze", "tanh", "--sw2", "-1", "--sb2", "0"], "sw2 must be >= 0"),
     (["analyze", "nope", "--sw2", "1", "--sb2", "0"], "unknown activation 'nope'"),

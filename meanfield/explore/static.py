@@ -22,6 +22,7 @@ from bokeh.plotting.contour import contour_data
 from bokeh.resources import INLINE
 
 from .. import api as mf
+from ..sweeps.output import publish_mode
 from .compute import QUANTITIES
 from .views import PhaseView, image_data
 
@@ -113,9 +114,7 @@ def write_page(store, output, overwrite=False) -> Path:
     try:
         with os.fdopen(fd, "w", encoding="utf-8") as f:
             f.write(text)
-        umask = os.umask(0)
-        os.umask(umask)
-        os.chmod(tmp, 0o666 & ~umask)     # mkstemp makes 0600; a page is for sharing
+        publish_mode(tmp)     # mkstemp makes 0600; a page is for sharing
         os.replace(tmp, out)
     finally:
         Path(tmp).unlink(missing_ok=True)

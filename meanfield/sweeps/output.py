@@ -188,6 +188,7 @@ def write_file(path, writer, kind, *, overwrite=False, flag="-o") -> Path:
         raise _fail(flag, path, exc) from None
     try:
         writer(tmp)
+        publish_mode(tmp)
         os.replace(tmp, path)
     except Exception as exc:  # the writer's library decides the type: report the cause
         raise _fail(flag, path, exc) from None
@@ -195,6 +196,22 @@ def write_file(path, writer, kind, *, overwrite=False, flag="-o") -> Path:
         if os.path.exists(tmp):
             os.unlink(tmp)
     return path
+
+
+def _current_umask():
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
+
+
+# Read once at import (os.umask can only be read by setting it).
+_UMASK = _current_umask()
+
+
+def publish_mode(path):
+    """Give a file or directory made by mkstemp/mkdtemp (0600/0700) the permissions of any
+    new file or directory, before it is renamed into place."""
+    os.chmod(path, (0o777 if os.path.isdir(path) else 0o666) & ~_UMASK)
 
 
 def replace_dir(new: Path, target: Path):
@@ -225,6 +242,7 @@ def write_store(path, writer, *, overwrite=False, flag="-o") -> Path:
         raise _fail(flag, path, exc) from None
     try:
         writer(str(tmp))
+        publish_mode(tmp)
         replace_dir(tmp, path)
     except Exception as exc:  # the writer's library decides the type: report the cause
         raise _fail(flag, path, exc) from None

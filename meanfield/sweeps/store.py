@@ -29,7 +29,7 @@ import zarr
 
 from .._version import __version__
 from .layout import encoding, template
-from .output import os_error_text, quiet_consolidation, replace_dir
+from .output import os_error_text, publish_mode, quiet_consolidation, replace_dir
 from .spec import SweepSpec
 from .verify import coordinates_digest, raw_group
 
@@ -147,6 +147,7 @@ def create(store: Path, spec: SweepSpec, replace: bool = False) -> int:
                           chunks=(1,) * len(spec.chunk_grid) + (len(names),), dtype="uint64",
                           fill_value=0, dimension_names=list(spec.dims) + ["variable"])
         consolidate(tmp)
+        publish_mode(tmp)
         try:
             if replace:
                 replace_dir(tmp, store)
