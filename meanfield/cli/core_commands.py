@@ -7,7 +7,7 @@ import math
 from pathlib import Path
 
 from ..sweeps.output import check_output, quiet_consolidation, save_figure, write_file, write_store
-from .options import (add_activation, add_depth_constant, add_point, add_solver_options, busy,
+from .options import (add_activation, add_depth_constant, add_outputs, add_point, add_solver_options, busy,
                       check_grid, fmt, parse_range, progress, range_count)
 
 DEFAULT_ACTIVATION = "tanh"
@@ -169,9 +169,8 @@ def register(sub):
     add_activation(sp, default=DEFAULT_ACTIVATION)
     sp.add_argument("--sw2", default=DEFAULT_SW2, help=f"START:STOP:N (default {DEFAULT_SW2})")
     sp.add_argument("--sb2", default=DEFAULT_SB2, help=f"START:STOP:N (default {DEFAULT_SB2})")
-    sp.add_argument("-o", "--output", required=True, help="output file, .nc or .zarr")
-    sp.add_argument("--png", default=None, help="also draw the diagram to this PNG")
+    add_outputs(sp, "output file, .nc or .zarr", required=True, png="also draw the diagram to this PNG",
+                replaces="existing outputs (files and stores)")
     sp.add_argument("--var", default="chi1", help="variable to colour the PNG by (default chi1)")
-    sp.add_argument("--overwrite", action="store_true", help="replace existing outputs (only files and stores meanfield wrote)")
     add_solver_options(sp)
     sp.set_defaults(func=cmd_diagram)

@@ -14,16 +14,12 @@ from pathlib import Path
 
 from ..core.vocabulary import DEPTH_CONSTANT
 from ..sweeps.output import check_output, save_figure, write_file
-from .options import add_activation, add_network, fmt, parse_range
+from .options import add_activation, add_network, add_outputs, command, fmt, parse_range
 
 
 def register(subparsers):
     """Register the ``simulate`` and ``trainability`` subcommands."""
-    p = subparsers.add_parser(
-        "simulate", help="Monte Carlo of finite-width random networks vs the mean-field theory",
-        description="Draw random fully connected networks of finite width and compare per layer "
-                    "q^l, c^l, E[delta^2] and the empirical NTK with the mean-field values "
-                    "(variances sw2, sb2; docs/theory.md).")
+    p = command(subparsers, "simulate", run_simulate)
     add_network(p)
     p.add_argument("--width", type=int, required=True, help="layer width N >= 1")
     p.add_argument("--networks", type=int, default=100, help="independent networks (default 100)")
@@ -31,17 +27,9 @@ def register(subparsers):
     p.add_argument("--c0", type=float, default=0.5, help="input correlation (default 0.5)")
     p.add_argument("--ntk", choices=("auto", "yes", "no"), default="auto",
                    help="measure the empirical NTK (auto: width <= 256)")
-    p.add_argument("-o", "--output", help="write the dataset to this netCDF file")
-    p.add_argument("--png", help="draw the comparison to this PNG")
-    p.add_argument("--overwrite", action="store_true",
-                   help="replace existing outputs (only files meanfield wrote)")
-    p.set_defaults(func=run_simulate)
+    add_outputs(p, "write the dataset to this netCDF file", png="draw the comparison to this PNG")
 
-    p = subparsers.add_parser(
-        "trainability", help="train networks on digits over (sw2, depth) and fit L_max = C xi_c",
-        description="SGD on scikit-learn's digits for networks initialized over a grid of sw2 "
-                    "and depths; records the training accuracy and fits the trainable depth as "
-                    "C xi_c (Schoenholz et al. 2017 predict C = 6).")
+    p = command(subparsers, "trainability", run_trainability)
     add_activation(p, default="tanh")
     p.add_argument("--sw2", default="1:4:16", help="START:STOP:N or a list (default 1:4:16)")
     p.add_argument("--sb2", type=float, default=0.05, help="bias variance (default 0.05)")
@@ -52,11 +40,7 @@ def register(subparsers):
     p.add_argument("--batch-size", type=int, default=32, help="minibatch size (default 32)")
     p.add_argument("--lr", type=float, default=0.01, help="learning rate (default 0.01)")
     p.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
-    p.add_argument("-o", "--output", required=True, help="output netCDF file (.nc)")
-    p.add_argument("--png", help="draw the heatmap to this PNG")
-    p.add_argument("--overwrite", action="store_true",
-                   help="replace existing outputs (only files meanfield wrote)")
-    p.set_defaults(func=run_trainability)
+    add_outputs(p, "output netCDF file (.nc)", required=True, png="draw the heatmap to this PNG")
     return p
 
 
@@ -87,7 +71,12 @@ def _f(v):
 
 
 def run_simulate(args) -> int:
-    """Handler of ``meanfield simulate``."""
+    """Monte Carlo of finite-width random networks vs the mean-field theory.
+
+    Draw random fully connected networks of finite width and compare per layer q^l, c^l,
+    E[delta^2] and the empirical NTK with the mean-field values (variances sw2, sb2;
+    docs/theory.md).
+    """
     from tqdm import tqdm
 
     from ..experiments.simulate import simulate
@@ -152,7 +141,12 @@ def _depth_list(text):
 
 
 def run_trainability(args) -> int:
-    """Handler of ``meanfield trainability``."""
+    """Train networks on digits over (sw2, depth) and fit L_max = C xi_c.
+
+    SGD on scikit-learn's digits for networks initialized over a grid of sw2 and depths;
+    records the training accuracy and fits the trainable depth as C xi_c (Schoenholz et
+    al. 2017 predict C = 6).
+    """
     from tqdm import tqdm
 
     from ..experiments.trainability import fit_depth_constant, trainability, with_fit

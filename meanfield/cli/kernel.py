@@ -17,7 +17,7 @@ import numpy as np
 
 from ..sweeps.budget import check_memory
 from ..sweeps.output import check_output, write_file
-from .options import add_network, busy, fmt
+from .options import add_network, add_outputs, busy, command, fmt
 
 
 def _f6(v):
@@ -26,19 +26,12 @@ def _f6(v):
 
 def register(subparsers):
     """Register the ``kernel`` subcommand on an argparse ``subparsers`` object."""
-    p = subparsers.add_parser(
-        "kernel", help="NTK condition number and mean predictor per depth on a data set",
-        description="NNGP/NTK of a deep fully connected network on a data set (docs/theory.md): "
-                    "per-depth eigenvalues and condition number of the NTK on the data and, "
-                    "with --labels, the NTK mean predictor on --test (default: the data).")
+    p = command(subparsers, "kernel", run_kernel)
     add_network(p)
     p.add_argument("--data", required=True, help="training inputs, .npy of shape (n, d)")
     p.add_argument("--labels", help="training targets, .npy of shape (n,) or (n, k)")
     p.add_argument("--test", help="test inputs, .npy of shape (m, d) (default: --data)")
-    p.add_argument("-o", "--output", help="write the dataset to this netCDF file")
-    p.add_argument("--overwrite", action="store_true",
-                   help="replace an existing output (only a file meanfield wrote)")
-    p.set_defaults(func=run_kernel)
+    add_outputs(p, "write the dataset to this netCDF file", replaces="an existing output")
     return p
 
 
@@ -78,7 +71,12 @@ def _load(flag, path):
 
 
 def run_kernel(args) -> int:
-    """Handler of ``meanfield kernel``; returns the exit code (0)."""
+    """NTK condition number and mean predictor per depth on a data set.
+
+    NNGP/NTK of a deep fully connected network on a data set (docs/theory.md): per-depth
+    eigenvalues and condition number of the NTK on the data and, with --labels, the NTK
+    mean predictor on --test (default: the data).
+    """
     from ..ntk import ntk_metrics
 
     if args.output is not None:

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import inspect
 import math
 import os
 import sys
@@ -184,3 +185,29 @@ def add_solver_options(sp, depth=True):
 def add_depth_constant(sp):
     sp.add_argument("--depth-constant", type=float, default=DEPTH_CONSTANT,
                     help=f"max_depth = C * xi_c (default {DEPTH_CONSTANT:g})")
+
+
+def add_outputs(sp, output, *, required=False, metavar=None, png=None, replaces="existing outputs"):
+    """-o/--output, an optional --png and --overwrite, worded alike on every command.
+
+    ``--overwrite`` only ever replaces what meanfield itself wrote (see
+    :mod:`meanfield.sweeps.output`); the help says so wherever it appears.
+    """
+    sp.add_argument("-o", "--output", required=required, metavar=metavar, help=output)
+    if png:
+        sp.add_argument("--png", help=png)
+    sp.add_argument("--overwrite", action="store_true",
+                    help=f"replace {replaces} (only what meanfield wrote)")
+
+
+def command(subparsers, name, func):
+    """Add the subcommand ``name`` run by ``func``, documented by ``func``'s docstring.
+
+    The docstring's first paragraph is the one-line help of ``meanfield -h``, the second
+    the description of ``meanfield NAME -h``, so a command's text lives with its handler.
+    """
+    paragraphs = [" ".join(p.split()) for p in inspect.cleandoc(func.__doc__).split("\n\n")]
+    head = paragraphs[0].rstrip(".")
+    p = subparsers.add_parser(name, help=head[:1].lower() + head[1:], description=paragraphs[1])
+    p.set_defaults(func=func)
+    return p

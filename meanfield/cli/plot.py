@@ -13,16 +13,13 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from .options import add_outputs, command
+
 
 def register(subparsers):
     """Register the ``plot`` subcommand on an argparse ``subparsers`` object."""
-    p = subparsers.add_parser(
-        "plot", help="draw a stored phase diagram (.nc file or zarr store) to a PNG",
-        description="Draw the phase diagram stored in STORE (a zarr store from `meanfield sweep` "
-                    "or `meanfield diagram`, or a netCDF file from `meanfield diagram`/`export`): "
-                    "VAR over (sw2, sb2) with the critical line chi_1 = 1 and max-depth contours.")
+    p = command(subparsers, "plot", run_plot)
     p.add_argument("store", metavar="STORE", help="zarr store directory or .nc file")
-    p.add_argument("-o", "--output", required=True, metavar="FILE.png", help="PNG file to write")
     p.add_argument("--var", default="chi1", help="variable to colour by (default chi1)")
     p.add_argument("--select", action="append", default=[], metavar="DIM=VALUE",
                    help="keep one value of an extra dimension, e.g. activation=tanh or rho=0.9 "
@@ -30,9 +27,7 @@ def register(subparsers):
     p.add_argument("--dpi", type=int, default=150, help="resolution of the PNG (default 150)")
     p.add_argument("--partial", action="store_true",
                    help="draw a sweep store even if some chunks are missing or damaged (blank)")
-    p.add_argument("--overwrite", action="store_true",
-                   help="replace FILE.png if it exists (only a PNG meanfield wrote)")
-    p.set_defaults(func=run_plot)
+    add_outputs(p, "PNG file to write", required=True, metavar="FILE.png", replaces="FILE.png if it exists")
     return p
 
 
@@ -91,7 +86,12 @@ def _select(ds, items):
 
 
 def run_plot(args) -> int:
-    """Handler of ``meanfield plot``; returns the exit code (0)."""
+    """Draw a stored phase diagram (.nc file or zarr store) to a PNG.
+
+    Draw the phase diagram stored in STORE (a zarr store from `meanfield sweep` or
+    `meanfield diagram`, or a netCDF file from `meanfield diagram`/`export`): VAR over
+    (sw2, sb2) with the critical line chi_1 = 1 and max-depth contours.
+    """
     import matplotlib
 
     matplotlib.use("Agg")

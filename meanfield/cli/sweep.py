@@ -17,6 +17,7 @@ from ..core.critical import critical_line_from_data
 from ..core.vocabulary import Phase
 from ..sweeps.output import check_output, write_file
 from ..sweeps.store import open_checked, verify
+from .options import add_outputs
 from .options import progress as progress_bar
 
 
@@ -75,11 +76,10 @@ def register(subparsers) -> None:
 
     p = subparsers.add_parser("export", help="export a sweep store to netCDF")
     p.add_argument("store", metavar="STORE")
-    p.add_argument("-o", "--output", required=True, metavar="FILE.nc")
     p.add_argument("--partial", action="store_true",
                    help="export what is complete and verified even if some chunks are missing "
                         "or damaged (their points are NaN; variable 'computed' marks the rest)")
-    p.add_argument("--overwrite", action="store_true", help="replace FILE.nc if it exists")
+    add_outputs(p, "netCDF file to write", required=True, metavar="FILE.nc", replaces="FILE.nc if it exists")
     p.set_defaults(func=cmd_export)
 
 

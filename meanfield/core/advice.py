@@ -40,6 +40,7 @@ class Recommendation:
     Attributes
     ----------
     activation : str
+        Name of the activation.
     depth : int
         Target number of layers L.
     sw2, sb2 : float
@@ -59,6 +60,7 @@ class Recommendation:
     bias_std : float
         sqrt(sb2).
     depth_constant, measured_depth_constant : float
+        C in max depth = C xi_c: the paper's (6) and this project's measured one.
     q_star, c_star, chi1 : float
         Fixed points and chi_1 at the recommended point.
     note : str

@@ -47,6 +47,7 @@ class Crossing:
     Attributes
     ----------
     sw2 : float
+        Weight variance where chi_1 = 1 (Brent, to the resolution of chi_1).
     direction : str
         ``"up"`` (ordered for smaller sw2, chaotic for larger) or ``"down"``.
     q_star : float
@@ -65,7 +66,9 @@ class CriticalPoint:
     Attributes
     ----------
     activation : str
+        Name of the activation.
     sb2 : float
+        The bias variance searched.
     sw2 : float
         The critical weight variance: the first crossing of chi_1 = 1 from below as sw2
         grows, with finite q* on the branch reached from q0.  NaN when there is none.

@@ -32,6 +32,19 @@ def _cobweb(ax, f, x0, n_steps, colour):
     ax.plot([x0], [x0], "o", ms=3, color=colour)
 
 
+def _frame(ax, limits, quantity, symbol, unstable, title, fontsize):
+    """Square axes x^l -> x^{l+1} over ``limits`` with the stable/unstable marker legend."""
+    ax.plot([], [], "o", color="0.3", ms=7, label=rf"stable ${symbol}^*$")
+    ax.plot([], [], "o", mfc="white", mec="0.3", ms=7, label=unstable)
+    ax.set_xlim(*limits)
+    ax.set_ylim(*limits)
+    ax.set_aspect("equal", adjustable="box")
+    ax.set_xlabel(rf"{quantity} ${symbol}^l$ (layer $l$)")
+    ax.set_ylabel(rf"{quantity} ${symbol}^{{l+1}}$ (layer $l+1$)")
+    ax.set_title(title)
+    ax.legend(fontsize=fontsize, loc="upper left", framealpha=0.85)
+
+
 def length_map(activation, sw2=(1.0, 4.0, 9.0, 16.0), sb2=0.09, *, q0=None, q_max=None, n_steps=8,
                ax=None):
     """The length map q^{l+1} = V(q^l) for several sw2, with fixed points and cobwebs.
@@ -83,15 +96,8 @@ def length_map(activation, sw2=(1.0, 4.0, 9.0, 16.0), sb2=0.09, *, q0=None, q_ma
             if p["q"] <= q_max:
                 ax.plot([p["q"]], [p["q"]], "o", ms=7, mec=colour, mew=1.5,
                         mfc=colour if p["stable"] else "white", zorder=5)
-    ax.plot([], [], "o", color="0.3", ms=7, label=r"stable $q^*$")
-    ax.plot([], [], "o", mfc="white", mec="0.3", ms=7, label=r"unstable $q^*$")
-    ax.set_xlim(0, q_max)
-    ax.set_ylim(0, q_max)
-    ax.set_aspect("equal", adjustable="box")
-    ax.set_xlabel(r"squared length $q^l$ (layer $l$)")
-    ax.set_ylabel(r"squared length $q^{l+1}$ (layer $l+1$)")
-    ax.set_title(rf"{act_label(act)} length map, $\sigma_b^2$ = {sb2:g}")
-    ax.legend(fontsize=8, loc="upper left", framealpha=0.85)
+    _frame(ax, (0.0, q_max), "squared length", "q", r"unstable $q^*$",
+           rf"{act_label(act)} length map, $\sigma_b^2$ = {sb2:g}", fontsize=8)
     return fig
 
 
@@ -107,6 +113,7 @@ def correlation_map(activation, sw2=(1.0, 4.0, 9.0, 16.0), sb2=0.09, *, c0=0.1, 
     Parameters
     ----------
     activation : str or Activation
+        A built-in or registered activation, by name or as an :class:`Activation`.
     sw2 : float or sequence of float
         Weight variances, one curve each.
     sb2 : float
@@ -115,12 +122,14 @@ def correlation_map(activation, sw2=(1.0, 4.0, 9.0, 16.0), sb2=0.09, *, c0=0.1, 
     c0 : float
         Starting correlation of the cobweb, in [-1, 1].
     n_steps : int
-        Iterates drawn in each cobweb (0: none).
+        Iterates of the correlation map drawn from ``c0`` for each curve (0: none).
     ax : matplotlib Axes, optional
+        Axes to draw into; a new figure when omitted.
 
     Returns
     -------
     matplotlib.figure.Figure
+        The figure holding ``ax``.
     """
     act, sw2s, sb2 = _curves_of(activation, sw2, sb2)
     c0 = float(c0)
@@ -148,15 +157,8 @@ def correlation_map(activation, sw2=(1.0, 4.0, 9.0, 16.0), sb2=0.09, *, c0=0.1, 
                 clip_on=False)
         if math.isfinite(r.c_star) and r.c_star < 1.0:
             ax.plot([r.c_star], [r.c_star], "o", ms=7, color=colour, zorder=5)
-    ax.plot([], [], "o", color="0.3", ms=7, label=r"stable $c^*$")
-    ax.plot([], [], "o", mfc="white", mec="0.3", ms=7, label=r"unstable $c^* = 1$")
-    ax.set_xlim(lo, 1.0)
-    ax.set_ylim(lo, 1.0)
-    ax.set_aspect("equal", adjustable="box")
-    ax.set_xlabel(r"correlation $c^l$ (layer $l$)")
-    ax.set_ylabel(r"correlation $c^{l+1}$ (layer $l+1$)")
-    ax.set_title(rf"{act_label(act)} correlation map, $\sigma_b^2$ = {sb2:g}")
-    ax.legend(fontsize=7.5, loc="upper left", framealpha=0.85)
+    _frame(ax, (lo, 1.0), "correlation", "c", r"unstable $c^* = 1$",
+           rf"{act_label(act)} correlation map, $\sigma_b^2$ = {sb2:g}", fontsize=7.5)
     return fig
 
 
