@@ -67,7 +67,9 @@ class Explorer:
         self.act.param.watch(lambda e: self.request_diagram(), "value")
         self.sw2_range.param.watch(lambda e: self.request_diagram(), "value_throttled")
         self.sb2_range.param.watch(lambda e: self.request_diagram(), "value_throttled")
-        self.var.param.watch(lambda e: self._recolour(), "value")
+        # Bokeh models are changed only on the session's next tick: a Panel widget's watcher
+        # may run while the document is unlocked, where a direct change raises.
+        self.var.param.watch(lambda e: self._on_page(self._recolour), "value")
         for w in (self.sw2_in, self.sb2_in, self.depth_in):
             w.param.watch(lambda e: self.request_point(), "value")
         self.layout = self._layout()
@@ -244,7 +246,7 @@ class Explorer:
             return
         self.clear_error()
         act, depth_text = self.act.value, self.depth_in.value
-        self.phase.mark(sw2, sb2)
+        self._on_page(lambda: self.phase.mark(sw2, sb2))
         t_click = time.perf_counter()
 
         def work():
