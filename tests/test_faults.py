@@ -284,6 +284,21 @@ def test_outputs_are_never_lost(tmp_path, capsys, monkeypatch):
 
 
 # --------------------------------------------------------------------------- huge counts
+@pytest.mark.parametrize("call", [
+    lambda mf: mf.phase_diagram("tanh", np.linspace(0.5, 4, 100_000), np.linspace(0, 1, 100_000)),
+    lambda mf: mf.kernels(np.ones((200_000, 3)), "relu", 2.0, 0.1, depth=5),
+    lambda mf: mf.kernels(np.ones((10, 3)), "relu", 2.0, 0.1, depth=10**9),
+    lambda mf: mf.two_point_kernels("relu", 2.0, 0.1, depth=10**9),
+])
+def test_library_refuses_huge_work_before_allocating(call):
+    import meanfield as mf
+
+    t0 = time.time()
+    with pytest.raises(ValueError, match=r"needs about .* of memory; this machine has .* available"):
+        call(mf)
+    assert time.time() - t0 < 5
+
+
 @pytest.mark.parametrize("argv", [
     ["diagram", "--sw2", "0.5:4:1000000000", "-o", "x.nc"],
     ["diagram", "--sw2", "0.5:4:100000", "--sb2", "0:2:100000", "-o", "x.nc"],

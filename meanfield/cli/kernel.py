@@ -15,7 +15,7 @@ import os
 
 import numpy as np
 
-from ..sweeps.budget import check_memory
+from ..core.budget import check_memory
 from ..sweeps.output import check_output, write_file
 from .options import add_network, add_outputs, busy, command, fmt
 

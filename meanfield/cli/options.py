@@ -15,7 +15,7 @@ import sys
 import threading
 
 from ..core.vocabulary import DEPTH_CONSTANT, Q0
-from ..sweeps.budget import check_memory
+from ..core.budget import check_memory
 
 
 class UsageError(Exception):

@@ -17,11 +17,16 @@ from .._version import __version__
 from . import engine
 from . import validate as V
 from .activation import Activation, activation_attrs, get_activation
+from .budget import check_memory
 from .gaussian.moments import dphi2_at_zero, moments1, moments2
 from .vocabulary import (CONVENTIONS, CRITICAL_TOL, DEPTH_CONSTANT, Q0, Phase, Status, attrs,
                          flag_attrs)
 
 __all__ = ["Result", "analyze", "phase_diagram", "fixed_points"]
+
+# Peak memory of phase_diagram per grid point (measured with tracemalloc: the meshgrid,
+# the engine's outputs and the Dataset built from them), used to refuse oversized grids.
+GRID_BYTES_PER_POINT = 200
 
 
 @dataclass(frozen=True)
@@ -213,6 +218,8 @@ def phase_diagram(activation, sw2, sb2, *, rho=1.0, q0=Q0, depth_constant=DEPTH_
     act = get_activation(activation)
     w = V.variance_array("sw2", sw2)
     bb = V.variance_array("sb2", sb2)
+    check_memory(GRID_BYTES_PER_POINT * float(w.size) * bb.size,
+                 f"a grid of {w.size} sw2 x {bb.size} sb2 values")
     opts = options(rho, q0, depth_constant, critical_tol)
     W, B = np.meshgrid(w, bb, indexing="ij")
     res = engine.compute_points(act, W, B, parallel=parallel, **opts)

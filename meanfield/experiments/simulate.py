@@ -36,7 +36,7 @@ from .._version import __version__
 from ..core import validate as V
 from ..core.activation import get_activation
 from ..ntk import two_point_kernels
-from ..sweeps.budget import check_memory
+from ..core.budget import check_memory
 
 __all__ = ["simulate", "width_convergence"]
 

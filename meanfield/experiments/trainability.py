@@ -36,7 +36,7 @@ from ..core import validate as V
 from ..core.activation import get_activation
 from ..core.analysis import analyze
 from ..core.vocabulary import DEPTH_CONSTANT
-from ..sweeps.budget import check_memory
+from ..core.budget import check_memory
 
 __all__ = ["digits_data", "trainability", "fit_depth_constant", "with_fit"]
 

@@ -12,6 +12,7 @@ import xarray as xr
 
 from .._version import __version__
 from ..core import validate as V
+from ..core.budget import check_memory
 from ..core.activation import get_activation
 from ..core.activation import activation_attrs
 from ..core.vocabulary import CONVENTIONS, attrs, described
@@ -117,6 +118,8 @@ def kernels(X, activation, sw2, sb2, depth, X2=None) -> xr.Dataset:
         m = X2.shape[0]
         Z = np.vstack([X, X2])
         blocks = [(np.arange(n, n + m), np.arange(n), False)]
+    # the output (2 L m n doubles) and the recursion's work arrays (a few m x n)
+    check_memory(8.0 * (2 * L + 6) * m * n, f"kernels of {m} x {n} inputs at depths 1..{L}")
     rec = setup(act, sw2, sb2, Z, blocks)
     S = np.empty((L, m, n))
     T = np.empty((L, m, n))
@@ -171,6 +174,7 @@ def two_point_kernels(activation, sw2, sb2, depth, q1=1.0, q2=1.0, c=0.5) -> xr.
     q1 = V.variance("q1", q1)
     q2 = V.variance("q2", q2)
     c = V.scalar("c", c, minimum=-1.0, maximum=1.0)
+    check_memory(8.0 * 2 * 4 * L + 1e3 * L, f"two-point kernels at depths 1..{L}")
     s12 = c * math.sqrt(q1 * q2)
     sig1 = np.array([[q1, s12], [s12, q2]])
     shared = q1 == q2 and q1 > 0.0

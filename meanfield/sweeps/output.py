@@ -263,7 +263,7 @@ def quiet_consolidation():
 def save_figure(fig, path, *, dpi=150, overwrite=False, flag="-o") -> Path:
     """Save a matplotlib figure as a PNG marked as meanfield's (``Software`` text chunk),
     refusing a resolution whose image would not fit in memory."""
-    from .budget import check_memory
+    from ..core.budget import check_memory
 
     if isinstance(dpi, bool) or not isinstance(dpi, (int, float)) or not dpi > 0:
         raise OutputError(f"--dpi: must be a positive number, got {dpi!r}")

@@ -24,7 +24,7 @@ from .._version import __version__
 from ..core import engine
 from .layout import activation_of, solver_options, variables_of
 from .spec import SweepSpec, as_spec
-from .budget import check_disk, check_memory
+from ..core.budget import check_disk, check_memory
 from .store import (CHECKSUM, DONE, META_GROUP, bookkeeping, check_existing, create, lock,
                     log_run, open_sweep, verify)
 from .verify import chunk_digests

@@ -333,7 +333,7 @@ def open_checked(store, partial=False, progress=None, check=None) -> xr.Dataset:
                          f"finish it with "
                          f"`meanfield sweep` (a resume recomputes missing and damaged chunks) "
                          f"or pass --partial")
-    from .budget import check_memory
+    from ..core.budget import check_memory
 
     npts = int(np.prod(st.shape))
     check_memory(8.0 * npts * (len(ds.data_vars) + 1), f"--partial export of {npts} points")
