@@ -136,7 +136,11 @@ class Recursion:
         self.shared = bool(shared)
         self.q = float(self.qz[0]) if shared else math.nan
         self.blocks = blocks
+        # Pairs whose expectations each layer needs: an interpolant with more nodes than
+        # this costs more 2-D quadratures than computing every pair directly.
+        self.n_pairs = sum(b.rows.size * b.cols.size // (2 if b.sym else 1) for b in blocks)
         self.cheb_nodes = []  # Chebyshev nodes used per depth (shared smooth path)
+        self.modes_used = set()
         self.warned = False
         if not shared:
             self.mode = K.MODE_GENERAL_CLOSED if act.closed_form != CF_NONE else K.MODE_GENERAL
@@ -149,12 +153,13 @@ class Recursion:
 
     @property
     def method(self):
-        return {K.MODE_GENERAL: "per-pair covariance: 2-D quadrature",
-                K.MODE_GENERAL_CLOSED: "per-pair covariance: closed form",
-                K.MODE_SHARED_CLOSED: "shared norm: closed form",
-                K.MODE_SHARED_CHEB: "shared norm: Chebyshev interpolant in c of 2-D quadratures",
-                K.MODE_SHARED_QUAD: "shared norm: 2-D quadrature per pair (kinked activation)",
-                }[self.mode]
+        """How the expectations were computed (every method some layer used)."""
+        names = {K.MODE_GENERAL: "per-pair covariance: 2-D quadrature",
+                 K.MODE_GENERAL_CLOSED: "per-pair covariance: closed form",
+                 K.MODE_SHARED_CLOSED: "shared norm: closed form",
+                 K.MODE_SHARED_CHEB: "shared norm: Chebyshev interpolant in c of 2-D quadratures",
+                 K.MODE_SHARED_QUAD: "shared norm: 2-D quadrature per pair"}
+        return "; ".join(names[m] for m in sorted(self.modes_used or {self.mode}))
 
     # -- shared-norm helpers
     def _moments_at_one(self, q):
@@ -173,13 +178,14 @@ class Recursion:
             g = out[:, 1] / eps
         return g, out[:, 2]
 
-    def _chebyshev(self, q, m_dphi2):
-        """Coefficients of g(c) = Delta(c)/(1 - c) and Dp(c) on [-1, 1], or None."""
+    def _chebyshev(self, q, m_dphi2, n_max):
+        """Coefficients of g(c) = Delta(c)/(1 - c) and Dp(c) on [-1, 1] with at most
+        ``n_max`` nodes, or None."""
         N = CHEB_N0
         theta = np.pi * np.arange(N + 1) / N
         g, dp = self._node_values(q, theta)
         g[0] = q * m_dphi2  # Delta/(1 - c) -> dE[phi phi]/dc = q E phi'^2 at c = 1
-        while N < CHEB_NMAX:
+        while N < n_max:
             cg, cp = _cheb_coef(g), _cheb_coef(dp)
             tnew = np.pi * (2 * np.arange(N) + 1) / (2 * N)
             gn, dpn = self._node_values(q, tnew)
@@ -205,9 +211,9 @@ class Recursion:
         if mode == K.MODE_SHARED_CLOSED:
             c1 = closed.shared_constants(self.rec, q)
         elif mode == K.MODE_SHARED_CHEB and q > 0.0:
-            coef = self._chebyshev(q, m_dphi2)
+            coef = self._chebyshev(q, m_dphi2, min(CHEB_NMAX, self.n_pairs))
             if coef is None:
-                if not self.warned:
+                if not self.warned and self.n_pairs > CHEB_NMAX:
                     warnings.warn(f"{self.act.name}: Chebyshev interpolant did not reach "
                                   f"{CHEB_RTOL:g} with {CHEB_NMAX} nodes at q = {q:g}; "
                                   "using the 2-D rule per pair (slower, same accuracy)",
@@ -227,7 +233,9 @@ class Recursion:
         return LayerStep(self.mode, self.q, 0.0, 0.0, _EMPTY, _EMPTY, qz, qzn)
 
     def _step(self, q, qz):
-        return self._shared_step(q) if self.shared else self._general_step(qz)
+        s = self._shared_step(q) if self.shared else self._general_step(qz)
+        self.modes_used.add(s.mode)
+        return s
 
     def _advance(self, steps, blk, S, T):
         """Run the Numba kernel for the given layers on one block."""
