@@ -9,6 +9,9 @@ corresponding ``sweeps/*.toml`` file (read with ``meanfield.load_spec``), every
 ``STRIDE``-th point along sw2 and sb2: the same end points at half the resolution, so all
 targets together run in about a minute on two cores instead of several.  Set
 ``MEANFIELD_FIGURE_STRIDE=1`` for the full resolution of the specs.
+
+A figure replaces an existing PNG only if meanfield wrote it (the ``Software`` text chunk),
+through a temporary file and a rename, as every meanfield output does.
 """
 
 from __future__ import annotations
@@ -30,6 +33,7 @@ HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE.parent))
 
 import meanfield as mf  # noqa: E402
+from meanfield.sweeps.output import save_figure  # noqa: E402
 SWEEPS = HERE.parent / "sweeps"
 DPI = 150
 # Keep every STRIDE-th grid point of a spec's axes (both end points are kept).
@@ -169,7 +173,7 @@ def main(argv=None) -> int:
         t0 = time.perf_counter()
         fig = TARGETS[name]()
         path = outdir / f"{name}.png"
-        fig.savefig(path, dpi=DPI)
+        save_figure(fig, path, dpi=DPI, overwrite=True)
         plt.close(fig)
         print(f"{path.name:28s} {time.perf_counter() - t0:6.1f} s", flush=True)
     print(f"total {time.perf_counter() - t_all:.1f} s")
