@@ -125,3 +125,28 @@ def test_two_point_rule_at_c_minus_one_also_in_parallel_code(name):
     # at c = -1: E[phi(u) phi(-u)] and Delta = E phi^2 - that
     m = _m1(rec, q)
     assert out[1, 1] == pytest.approx(m[1] - out[1, 0], rel=1e-13)
+
+
+@pytest.mark.parametrize("name", ["tanh", "sigmoid", "softplus", "silu"])
+def test_one_point_moments_at_huge_variance(name):
+    """Above Q_SOFT the 1-D rule grades panels around 0 (O(log q) nodes; the trapezoid would
+    need O(sqrt(q)) and hang at q ~ 1e16): E phi^2 and E phi'^2 against mpmath, split at
+    the scale 1/sqrt(q) on which phi(sqrt(q) z) turns."""
+    f, df, _ = ref.MP_ACTS[name]
+    rec = _rec(name)
+    for q in (3.1e3, 1e6, 1e12, 1e16):
+        m = _m1(rec, q, np.zeros(0))
+        sq = ref.mp.sqrt(q)
+        pts = [-ref.mp.inf, -50 / sq, -1 / sq, 0, 1 / sq, 50 / sq, ref.mp.inf]
+        phi2 = ref.mp.quad(lambda z: f(sq * z) ** 2 * ref.mp.npdf(z), pts)
+        dphi2 = ref.mp.quad(lambda z: df(sq * z) ** 2 * ref.mp.npdf(z), pts)
+        assert m[1] == pytest.approx(float(phi2), rel=1e-13), q
+        assert m[3] == pytest.approx(float(dphi2), rel=1e-12, abs=1e-300), q
+
+
+def test_chaotic_point_at_huge_weight_variance_is_fast_and_right():
+    """tanh at sw2 = 1e16: q* = sw2 E tanh(sqrt(q*) z)^2 + sb2 with E tanh^2 = 1 - O(q^-1/2)."""
+    r = mf.analyze("tanh", 1e16, 0.1)
+    assert r.status == "converged" and r.phase == "chaotic"
+    m = _m1(_rec("tanh"), r.q_star, np.zeros(0))
+    assert r.q_star == pytest.approx(1e16 * m[1] + 0.1, rel=1e-14)

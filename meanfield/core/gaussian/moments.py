@@ -40,7 +40,7 @@ import numpy as np
 
 from ..functions import CF_NONE, kink_at_zero, phi
 from . import closed
-from .kinked import SOFT_KINK, Pair, graded_rule, kinked_rule, soft_kink
+from .kinked import SOFT_KINK, Pair, graded_breakpoints, graded_rule, kinked_rule, soft_kink
 from .quadrature import (PANEL_MAX, PANELS_PER_STEP, SQ_LIMIT, Z1, Z2, breakpoints,
                          hermite_sums, panel_count, panel_nodes, pdf, step)
 
@@ -63,6 +63,23 @@ def _acc1(act, sq, z, w, acc):
     acc[5] += wp * p * ((z2 - 6.0) * z2 + 3.0)
     acc[6] += wdp2 * (z2 - 1.0)
     return wp
+
+
+@nb.njit(cache=True)
+def _graded_sums(act, sq, pts, acc, want_herm, herm):
+    """Accumulate the 1-D moments (and, if wanted, the Hermite sums) on Gauss-Legendre
+    panels between ``pts``, no wider than PANEL_MAX."""
+    nmax = panel_count(pts, PANEL_MAX)
+    nodes = np.empty(nmax)
+    weights = np.empty(nmax)
+    nn = panel_nodes(pts, PANEL_MAX, nodes, weights)
+    wps = np.empty(nn if want_herm else 0)
+    for k in range(nn):
+        wp = _acc1(act, sq, nodes[k], weights[k] * pdf(nodes[k]), acc)
+        if want_herm:
+            wps[k] = wp
+    if want_herm:
+        hermite_sums(nodes, wps, nn, herm)
 
 
 @nb.njit(cache=True)
@@ -100,6 +117,19 @@ def moments1(act, q, herm, fold):
     # stopping at Z1 would leave ~1e-12 in a_n for n ~ 30-60, so the Hermite pass runs past
     # the last turning point, where the weight is below e^-64.
     zmax = max(Z1, 2.0 * math.sqrt(herm.shape[0]) + 3.0) if want_herm else Z1
+    if kinks.shape[0] == 0 and soft_kink(act, q):
+        # At large q the trapezoid needs O(sqrt(q)) nodes (hours at q ~ 1e16); phi(sqrt(q) z)
+        # is a kink at 0 rounded within ~1/sqrt(q), so panels graded away from 0 need O(log q).
+        pts = graded_breakpoints(SOFT_KINK, sq, 0.0, min(PANEL_MAX, PANELS_PER_STEP * h))
+        pts[0] = -zmax
+        pts[-1] = zmax
+        _graded_sums(act, sq, pts, acc, want_herm, herm)
+        if act.odd:
+            # E[phi] and the even-n coefficients vanish exactly for an odd phi.
+            acc[0] = 0.0
+            for n in range(0, herm.shape[0], 2):
+                herm[n] = 0.0
+        return Moments1(acc[0], acc[1], acc[2], acc[3], acc[4], acc[5], acc[6])
     if kinks.shape[0] == 0 or sq == 0.0:
         K = int(zmax / h)
         nmax = 2 * K + 1
