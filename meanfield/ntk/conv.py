@@ -1,0 +1,217 @@
+"""Convolutional networks: the CNN-GP (NNGP) and CNTK per depth on images (docs/theory.md,
+"Convolutional networks").
+
+A network of depth l has l convolutional layers (k x k filters, stride 1, infinitely many
+channels) with phi between them and a readout after the last: neural-tangents'
+``stax.serial(*[Conv, phi] * (l - 1), Conv, Flatten() | GlobalAvgPool())`` with
+``parameterization="ntk"``.  The recursion is in :mod:`meanfield.ntk.conv_blocks`.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import xarray as xr
+
+from ..core import validate as V
+from ..core.activation import get_activation
+from ..core.functions import CF_NONE
+from ..core.vocabulary import described
+from . import conv_blocks as CB
+
+__all__ = ["Conv", "conv_kernels", "images"]
+
+PADDINGS = ("circular", "same")
+READOUTS = ("flatten", "gap")
+
+# Pairs of images per parallel work item: large enough that a chunk's work arrays are
+# reused many times, small enough that 2 n^2 / chunk items keep every core busy.
+PAIR_CHUNK = 16
+
+
+@dataclass(frozen=True)
+class Conv:
+    """A convolutional architecture for :func:`meanfield.kernels` (docs/theory.md,
+    "Convolutional networks").
+
+    Attributes
+    ----------
+    filter_size : int, default 3
+        Side k of the k x k filters; odd, >= 1.  Stride 1.
+    padding : {"circular", "same"}, default "circular"
+        "circular": pixel indices wrap modulo the image size; "same": zeros outside the
+        image (those terms are absent and the divisor stays k^2).
+    readout : {"flatten", "gap"}, default "flatten"
+        "flatten" (vectorize, Arora et al.'s CNN-V/CNTK-V): the mean over pixels of the
+        pixel-diagonal kernel, (1/HW) sum_p Sigma_pp(x, x').  "gap" (global average pooling):
+        the mean over all pixel pairs, (1/(HW)^2) sum_{p,p'} Sigma_pp'(x, x').
+
+    Raises
+    ------
+    ValueError
+        An even, non-integer or < 1 filter size, or an unknown padding or readout; the
+        message names the parameter.
+    """
+
+    filter_size: int = 3
+    padding: str = "circular"
+    readout: str = "flatten"
+
+    def __post_init__(self):
+        k = self.filter_size
+        if isinstance(k, bool) or not isinstance(k, (int, np.integer)) or k < 1 or k % 2 == 0:
+            raise ValueError(f"filter_size must be an odd integer >= 1, got {k!r}")
+        object.__setattr__(self, "filter_size", int(k))
+        if self.padding not in PADDINGS:
+            raise ValueError(f"padding must be one of {', '.join(PADDINGS)}; got {self.padding!r}")
+        if self.readout not in READOUTS:
+            raise ValueError(f"readout must be one of {', '.join(READOUTS)}; got {self.readout!r}")
+
+    @property
+    def attrs(self) -> dict:
+        """Dataset attributes describing the architecture."""
+        return {"architecture": "conv", "filter_size": self.filter_size,
+                "padding": self.padding, "readout": self.readout, "stride": 1}
+
+
+def images(name, X, conv: Conv):
+    """A finite, non-empty (n, H, W, C) float64 array that the filter fits, or ValueError."""
+    try:
+        A = np.asarray(X, dtype=np.float64)
+    except (TypeError, ValueError):
+        raise ValueError(f"{name} must be a numeric array") from None
+    if A.ndim != 4:
+        raise ValueError(f"{name} must be four-dimensional (images x height x width x channels) "
+                         f"with architecture=Conv(...), got shape {A.shape}")
+    if min(A.shape) == 0:
+        raise ValueError(f"{name} is empty (shape {A.shape})")
+    if not np.all(np.isfinite(A)):
+        raise ValueError(f"{name} contains NaN or infinite values")
+    k = conv.filter_size
+    if k > A.shape[1] or k > A.shape[2]:
+        raise ValueError(f"filter_size {k} is larger than the {A.shape[1]} x {A.shape[2]} images "
+                         f"of {name}")
+    return np.ascontiguousarray(A)
+
+
+def expectation_mode(act):
+    """The per-entry expectation rule of :mod:`conv_blocks` and its description."""
+    if act.closed_form != CF_NONE:
+        return CB.EXPECT_CLOSED, "per pixel pair: closed form"
+    return CB.EXPECT_QUAD, "per pixel pair: 2-D quadrature (moments.pair)"
+
+
+def conv_arrays(X, X2, act, sw2, sb2, L, conv: Conv):
+    """The arrays of :func:`conv_kernels`: (Sigma, Theta) of shape (L, m, n), and the method.
+
+    X, X2 validated (n, H, W, C), (m, H, W, C) arrays (X2 may be None: then m = n and the
+    result is symmetric).
+    """
+    n, H, W, C = X.shape
+    P = H * W
+    nbr = CB.neighbours(H, W, conv.filter_size, conv.padding == "circular")
+    k2 = float(conv.filter_size ** 2)
+    mode, method = expectation_mode(act)
+    Z = X.reshape(n, P, C)
+    Vx = np.empty((n, L, P))
+    Tx = np.empty((n, L, P))
+    CB.self_diagonals(mode, act.record, Z, nbr, sw2, sb2, k2, float(C), Vx, Tx)
+    readout = CB.READ_GAP if conv.readout == "gap" else CB.READ_FLATTEN
+    if X2 is None:
+        S = np.empty((L, n, n))
+        T = np.empty((L, n, n))
+        CB.pair_kernels(mode, readout, act.record, Z, Z, Vx, Vx, nbr, sw2, sb2, k2, float(C),
+                        True, PAIR_CHUNK, S, T)
+    else:
+        m = X2.shape[0]
+        Z2 = X2.reshape(m, P, C)
+        V2 = np.empty((m, L, P))
+        CB.self_diagonals(mode, act.record, Z2, nbr, sw2, sb2, k2, float(C), V2, np.empty_like(V2))
+        S = np.empty((L, m, n))
+        T = np.empty((L, m, n))
+        CB.pair_kernels(mode, readout, act.record, Z2, Z, V2, Vx, nbr, sw2, sb2, k2, float(C),
+                        False, PAIR_CHUNK, S, T)
+    return S, T, method
+
+
+def conv_kernels(X, activation, sw2, sb2, depth, conv: Conv, X2=None):
+    """CNN-GP and CNTK of every depth l = 1..depth on images (the ``architecture=Conv``
+    branch of :func:`meanfield.kernels`).
+
+    Implements (docs/theory.md, "Convolutional networks"), with k x k filters, C input
+    channels, s = sw2 / k^2 and (u, v) ~ N(0, [[Sigma_pp(x,x), Sigma_pp'(x,x')],
+    [Sigma_pp'(x,x'), Sigma_p'p'(x',x')]])::
+
+        Sigma^1_pp'(x,x') = sw2/(C k^2) sum_d x_{p+d} . x'_{p'+d} + sb2,      Theta^1 = Sigma^1
+        Sigma^{l+1}_pp'   = s sum_d E[phi(u) phi(v)]_{p+d,p'+d} + sb2
+        Theta^{l+1}_pp'   = Sigma^{l+1}_pp' + s sum_d E[phi'(u) phi'(v)]_{p+d,p'+d} Theta^l_{p+d,p'+d}
+
+    and the readout: flatten (1/HW) sum_p Sigma^l_pp, GAP (1/(HW)^2) sum_{p,p'} Sigma^l_pp'
+    (the same for Theta).  The flatten readout only needs the pixel diagonal p = p', whose
+    recursion is closed (O(HW) per pair of images); GAP carries the full (HW)^2 matrix of
+    each pair, one pair at a time per thread.
+
+    Parameters
+    ----------
+    X : array_like, shape (n, H, W, C)
+    activation : str or Activation
+    sw2, sb2 : float
+        Weight and bias *variances* (not standard deviations).
+    depth : int
+        L >= 1.
+    conv : Conv
+    X2 : array_like, shape (m, H, W, C), optional
+        Then ``i`` indexes X2 and ``j`` indexes X, as in :func:`meanfield.kernels`.
+
+    Returns
+    -------
+    xarray.Dataset
+        ``nngp``, ``ntk`` over (depth, i, j), the layout of :func:`meanfield.kernels`, with
+        the architecture in the attributes.
+    """
+    from .dataset import depth_coord, global_attrs
+
+    if not isinstance(conv, Conv):
+        raise ValueError(f"architecture must be None (fully connected) or meanfield.Conv(...), "
+                         f"got {conv!r}")
+    act = get_activation(activation)
+    sw2 = V.variance("sw2", sw2)
+    sb2 = V.variance("sb2", sb2)
+    L = V.depth(depth)
+    X = images("X", X, conv)
+    if X2 is not None:
+        X2 = images("X2", X2, conv)
+        if X2.shape[1:] != X.shape[1:]:
+            raise ValueError(f"X2 has images of shape {X2.shape[1:]} but X has {X.shape[1:]}")
+    S, T, method = conv_arrays(X, X2, act, sw2, sb2, L, conv)
+    m, n = S.shape[1], S.shape[2]
+    row = "X2" if X2 is not None else "X"
+    attrs = global_attrs(act, sw2, sb2, _Method(method), f"CNN-GP and CNTK kernels: {act.name}")
+    attrs.pop("shared_norm", None)
+    attrs.update(conv.attrs)
+    attrs["image_shape"] = list(X.shape[1:])
+    return xr.Dataset(
+        {
+            "nngp": (("depth", "i", "j"), S,
+                     described(f"CNN-GP kernel Sigma^l after the {conv.readout} readout")),
+            "ntk": (("depth", "i", "j"), T,
+                    described(f"CNTK Theta^l after the {conv.readout} readout "
+                              "(NTK parameterization)")),
+        },
+        coords={
+            "depth": depth_coord(L),
+            "i": ("i", np.arange(m), described(f"image of {row}", "1")),
+            "j": ("j", np.arange(n), described("image of X", "1")),
+        },
+        attrs=attrs,
+    )
+
+
+class _Method:
+    """The two fields of a recursion that :func:`global_attrs` reads."""
+
+    def __init__(self, method):
+        self.method = method
+        self.shared = False
+        self.cheb_nodes = []
