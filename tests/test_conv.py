@@ -353,3 +353,45 @@ def test_bad_shapes():
         mf.kernels(Y, "erf", 1.0, 0.0, 2, architecture=mf.Conv())
     with pytest.raises(ValueError, match="sw2"):
         mf.kernels(X, "erf", -1.0, 0.0, 2, architecture=mf.Conv())
+
+
+# --------------------------------------------------------------------------- metrics and CLI
+def test_ntk_metrics_takes_the_architecture():
+    X, Xt = _images(12, 6, 4, 4, 1), _images(13, 3, 4, 4, 1)
+    y = np.arange(6.0) - 2.5
+    arch = mf.Conv(3, "same", "gap")
+    ds = mf.ntk_metrics(X, y, Xt, "erf", 1.5, 0.05, 4, architecture=arch)
+    K = mf.kernels(X, "erf", 1.5, 0.05, 4, architecture=arch).ntk.values
+    Kt = mf.kernels(X, "erf", 1.5, 0.05, 4, X2=Xt, architecture=arch).ntk.values
+    ev = np.linalg.eigvalsh(K[2])
+    np.testing.assert_allclose(ds.lambda_max.values[2], ev[-1], rtol=1e-12)
+    np.testing.assert_allclose(ds.prediction.values[2], Kt[2] @ np.linalg.solve(K[2], y),
+                               rtol=1e-9)
+    assert ds.attrs["readout"] == "gap"
+    with pytest.raises(ValueError, match="architecture"):
+        mf.ntk_metrics(X, y, Xt, "erf", 1.5, 0.05, 4)
+    with pytest.raises(ValueError, match="X_test"):
+        mf.ntk_metrics(X, y, Xt[:, :3], "erf", 1.5, 0.05, 4, architecture=arch)
+
+
+def test_cli_conv(tmp_path, capsys):
+    from meanfield.cli import main
+    X = _images(14, 5, 4, 4, 1)
+    np.save(tmp_path / "x.npy", X)
+    np.save(tmp_path / "flat.npy", X.reshape(5, 16))
+    code = main(["kernel", "relu", "--sw2", "2", "--sb2", "0.1", "--depth", "3", "--data",
+                 str(tmp_path / "x.npy"), "--conv", "3", "--padding", "same", "--readout", "gap"])
+    out, err = capsys.readouterr()
+    assert code == 0 and "conv 3x3, padding same, readout gap" in out
+    ds = mf.ntk_metrics(X, np.zeros(5), X, "relu", 2, 0.1, 3, architecture=mf.Conv(3, "same", "gap"))
+    assert f"{float(ds.lambda_max[2]):.6g}"[:5] in out
+    for argv, word in [
+        (["--data", str(tmp_path / "flat.npy"), "--conv", "3"], "(n, H, W, C)"),
+        (["--data", str(tmp_path / "x.npy")], "add --conv"),
+        (["--data", str(tmp_path / "x.npy"), "--conv", "5"], "filter_size 5"),
+        (["--data", str(tmp_path / "x.npy"), "--conv", "2"], "--conv: filter_size"),
+        (["--data", str(tmp_path / "flat.npy"), "--readout", "gap"], "--readout needs --conv"),
+    ]:
+        code = main(["kernel", "erf", "--sw2", "1", "--sb2", "0", "--depth", "2", *argv])
+        out, err = capsys.readouterr()
+        assert code == 2 and word in err and len(err.strip().splitlines()) == 1, err

@@ -103,7 +103,8 @@ def expectation_mode(act):
 
 
 def conv_arrays(X, X2, act, sw2, sb2, L, conv: Conv):
-    """The arrays of :func:`conv_kernels`: (Sigma, Theta) of shape (L, m, n), and the method.
+    """The arrays of :func:`conv_kernels`: (Sigma, Theta) of shape (L, m, n), the method, and
+    the mean over images of X and pixels of Sigma^1_pp(x, x) (a q^1 for :func:`analyze`).
 
     X, X2 validated (n, H, W, C), (m, H, W, C) arrays (X2 may be None: then m = n and the
     result is symmetric).
@@ -132,7 +133,38 @@ def conv_arrays(X, X2, act, sw2, sb2, L, conv: Conv):
         T = np.empty((L, m, n))
         CB.pair_kernels(mode, readout, act.record, Z2, Z, V2, Vx, nbr, sw2, sb2, k2, float(C),
                         False, PAIR_CHUNK, S, T)
-    return S, T, method
+    return S, T, method, float(np.mean(Vx[:, 0, :]))
+
+
+def validated(X, X2, activation, sw2, sb2, depth, conv, names=("X", "X2")):
+    """Checked (act, sw2, sb2, L, X, X2) for the convolutional kernels, or ValueError."""
+    if not isinstance(conv, Conv):
+        raise ValueError(f"architecture must be None (fully connected) or meanfield.Conv(...), "
+                         f"got {conv!r}")
+    act = get_activation(activation)
+    sw2 = V.variance("sw2", sw2)
+    sb2 = V.variance("sb2", sb2)
+    L = V.depth(depth)
+    X = images(names[0], X, conv)
+    if X2 is not None:
+        X2 = images(names[1], X2, conv)
+        if X2.shape[1:] != X.shape[1:]:
+            raise ValueError(f"{names[1]} has images of shape {X2.shape[1:]} but {names[0]} has "
+                             f"{X.shape[1:]}")
+    return act, sw2, sb2, L, X, X2
+
+
+def metric_layers(X_train, X_test, activation, sw2, sb2, depth, conv):
+    """What :func:`meanfield.ntk_metrics` needs for a convolutional network.
+
+    Returns (act, sw2, sb2, L, n, m, layers, q1, method): ``layers`` yields
+    (Theta^l_train,train, Theta^l_test,train) for l = 1..L.
+    """
+    act, sw2, sb2, L, Xtr, Xte = validated(X_train, X_test, activation, sw2, sb2, depth, conv,
+                                           names=("X_train", "X_test"))
+    _, Ttr, method, q1 = conv_arrays(Xtr, None, act, sw2, sb2, L, conv)
+    _, Tte, _, _ = conv_arrays(Xtr, Xte, act, sw2, sb2, L, conv)
+    return act, sw2, sb2, L, Xtr.shape[0], Xte.shape[0], zip(Ttr, Tte), q1, _Method(method)
 
 
 def conv_kernels(X, activation, sw2, sb2, depth, conv: Conv, X2=None):
@@ -172,19 +204,8 @@ def conv_kernels(X, activation, sw2, sb2, depth, conv: Conv, X2=None):
     """
     from .dataset import depth_coord, global_attrs
 
-    if not isinstance(conv, Conv):
-        raise ValueError(f"architecture must be None (fully connected) or meanfield.Conv(...), "
-                         f"got {conv!r}")
-    act = get_activation(activation)
-    sw2 = V.variance("sw2", sw2)
-    sb2 = V.variance("sb2", sb2)
-    L = V.depth(depth)
-    X = images("X", X, conv)
-    if X2 is not None:
-        X2 = images("X2", X2, conv)
-        if X2.shape[1:] != X.shape[1:]:
-            raise ValueError(f"X2 has images of shape {X2.shape[1:]} but X has {X.shape[1:]}")
-    S, T, method = conv_arrays(X, X2, act, sw2, sb2, L, conv)
+    act, sw2, sb2, L, X, X2 = validated(X, X2, activation, sw2, sb2, depth, conv)
+    S, T, method, _ = conv_arrays(X, X2, act, sw2, sb2, L, conv)
     m, n = S.shape[1], S.shape[2]
     row = "X2" if X2 is not None else "X"
     attrs = global_attrs(act, sw2, sb2, _Method(method), f"CNN-GP and CNTK kernels: {act.name}")
@@ -209,7 +230,7 @@ def conv_kernels(X, activation, sw2, sb2, depth, conv: Conv, X2=None):
 
 
 class _Method:
-    """The two fields of a recursion that :func:`global_attrs` reads."""
+    """The fields of a recursion that :func:`global_attrs` and ntk_metrics read."""
 
     def __init__(self, method):
         self.method = method
