@@ -269,13 +269,16 @@ def test_filter_one_is_fully_connected_on_pixels(act):
     fc = mf.kernels(X.reshape(n * P, C), act, 1.4, 0.1, 3)
     S = fc.nngp.values.reshape(3, n, P, n, P)
     T = fc.ntk.values.reshape(3, n, P, n, P)
+    # tanh: the conv path sums Hermite series cut at a relative tail of 1e-12
+    # (docs/theory.md), the fully connected one interpolates 2-D quadratures.
+    tol = 1e-11 if act == "tanh" else 1e-13
     for padding in ("circular", "same"):
         flat = mf.kernels(X, act, 1.4, 0.1, 3, architecture=mf.Conv(1, padding, "flatten"))
         gap = mf.kernels(X, act, 1.4, 0.1, 3, architecture=mf.Conv(1, padding, "gap"))
-        close(flat.nngp.values, np.einsum("lipjp->lij", S) / P, 1e-13)
-        close(flat.ntk.values, np.einsum("lipjp->lij", T) / P, 1e-13)
-        close(gap.nngp.values, S.mean(axis=(2, 4)), 1e-13)
-        close(gap.ntk.values, T.mean(axis=(2, 4)), 1e-13)
+        close(flat.nngp.values, np.einsum("lipjp->lij", S) / P, tol)
+        close(flat.ntk.values, np.einsum("lipjp->lij", T) / P, tol)
+        close(gap.nngp.values, S.mean(axis=(2, 4)), tol)
+        close(gap.ntk.values, T.mean(axis=(2, 4)), tol)
 
 
 @pytest.mark.parametrize("readout", ["flatten", "gap"])

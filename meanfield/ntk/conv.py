@@ -9,6 +9,7 @@ channels) with phi between them and a readout after the last: neural-tangents'
 
 from __future__ import annotations
 
+import warnings
 from dataclasses import dataclass
 
 import numpy as np
@@ -19,6 +20,7 @@ from ..core.activation import get_activation
 from ..core.functions import CF_NONE
 from ..core.vocabulary import described
 from . import conv_blocks as CB
+from .conv_hermite import depth_table
 
 __all__ = ["Conv", "conv_kernels", "images"]
 
@@ -99,7 +101,49 @@ def expectation_mode(act):
     """The per-entry expectation rule of :mod:`conv_blocks` and its description."""
     if act.closed_form != CF_NONE:
         return CB.EXPECT_CLOSED, "per pixel pair: closed form"
+    if len(act.kinks) == 0:
+        return CB.EXPECT_HERMITE, "per pixel pair: Hermite expansion per pixel (conv_hermite)"
     return CB.EXPECT_QUAD, "per pixel pair: 2-D quadrature (moments.pair)"
+
+
+def self_diagonals(mode, act, Z, nbr, sw2, sb2, k2, C, L):
+    """Sigma^l_pp(x, x), Theta^l_pp(x, x) of every image (N, L, P), the Hermite tables
+    H (N, L - 1, P, K) with the terms per depth, and the mode actually used.
+
+    The tables of depth l need the variances of depth l, so the layers run one at a time.
+    When a depth's table cannot be built (variances so large that K_MAX terms do not
+    suffice) the whole call falls back to 2-D quadrature, with a warning.
+    """
+    N, P, _ = Z.shape
+    V = np.empty((N, L, P))
+    T = np.empty((N, L, P))
+    CB.self_layer1(Z, nbr, sw2, sb2, k2, C, V[:, 0])
+    T[:, 0] = V[:, 0]
+    nks = np.ones(max(L - 1, 1), dtype=np.int64)
+    tables = []
+    for l in range(L - 1):
+        H = np.zeros((N, P, 1))
+        if mode == CB.EXPECT_HERMITE:
+            H, nk = depth_table(act, V[:, l])
+            if H is None:
+                warnings.warn(f"{act.name}: {nk}; using 2-D quadrature per pixel pair "
+                              "(much slower, same accuracy)", RuntimeWarning, stacklevel=4)
+                return self_diagonals(CB.EXPECT_QUAD, act, Z, nbr, sw2, sb2, k2, C, L)
+            nks[l] = nk
+            tables.append(H)
+        vn = np.empty((N, P))
+        tn = np.empty((N, P))
+        CB.self_step(mode, act.record, np.ascontiguousarray(H), int(nks[l]), nbr, sw2, sb2, k2,
+                     np.ascontiguousarray(V[:, l]), np.ascontiguousarray(T[:, l]), vn, tn)
+        V[:, l + 1] = vn
+        T[:, l + 1] = tn
+    if mode == CB.EXPECT_HERMITE and tables:
+        Hall = np.zeros((N, L - 1, P, max(t.shape[2] for t in tables)))
+        for l, t in enumerate(tables):
+            Hall[:, l, :, :t.shape[2]] = t
+    else:
+        Hall = np.zeros((N, max(L - 1, 1), 1, 1))  # never read outside EXPECT_HERMITE
+    return V, T, Hall, nks, mode
 
 
 def conv_arrays(X, X2, act, sw2, sb2, L, conv: Conv):
@@ -113,27 +157,27 @@ def conv_arrays(X, X2, act, sw2, sb2, L, conv: Conv):
     P = H * W
     nbr = CB.neighbours(H, W, conv.filter_size, conv.padding == "circular")
     k2 = float(conv.filter_size ** 2)
-    mode, method = expectation_mode(act)
+    mode, _ = expectation_mode(act)
     Z = X.reshape(n, P, C)
-    Vx = np.empty((n, L, P))
-    Tx = np.empty((n, L, P))
-    CB.self_diagonals(mode, act.record, Z, nbr, sw2, sb2, k2, float(C), Vx, Tx)
+    Zall = Z if X2 is None else np.concatenate([Z, X2.reshape(X2.shape[0], P, C)])
+    # Hermite tables cover the variances of every image, so X and X2 are done together.
+    V, _, Hh, nks, mode = self_diagonals(mode, act, Zall, nbr, sw2, sb2, k2, float(C), L)
+    method = {CB.EXPECT_CLOSED: "per pixel pair: closed form",
+              CB.EXPECT_HERMITE: "per pixel pair: Hermite expansion per pixel (conv_hermite)",
+              CB.EXPECT_QUAD: "per pixel pair: 2-D quadrature (moments.pair)"}[mode]
     readout = CB.READ_GAP if conv.readout == "gap" else CB.READ_FLATTEN
     if X2 is None:
         S = np.empty((L, n, n))
         T = np.empty((L, n, n))
-        CB.pair_kernels(mode, readout, act.record, Z, Z, Vx, Vx, nbr, sw2, sb2, k2, float(C),
-                        True, PAIR_CHUNK, S, T)
+        CB.pair_kernels(mode, readout, act.record, Z, Z, V, V, Hh, Hh, nks, nbr, sw2, sb2, k2,
+                        float(C), True, PAIR_CHUNK, S, T)
     else:
         m = X2.shape[0]
-        Z2 = X2.reshape(m, P, C)
-        V2 = np.empty((m, L, P))
-        CB.self_diagonals(mode, act.record, Z2, nbr, sw2, sb2, k2, float(C), V2, np.empty_like(V2))
         S = np.empty((L, m, n))
         T = np.empty((L, m, n))
-        CB.pair_kernels(mode, readout, act.record, Z2, Z, V2, Vx, nbr, sw2, sb2, k2, float(C),
-                        False, PAIR_CHUNK, S, T)
-    return S, T, method, float(np.mean(Vx[:, 0, :]))
+        CB.pair_kernels(mode, readout, act.record, Zall[n:], Z, V[n:], V[:n], Hh[n:], Hh[:n],
+                        nks, nbr, sw2, sb2, k2, float(C), False, PAIR_CHUNK, S, T)
+    return S, T, method, float(np.mean(V[:n, 0, :]))
 
 
 def validated(X, X2, activation, sw2, sb2, depth, conv, names=("X", "X2")):

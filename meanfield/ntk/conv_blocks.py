@@ -27,7 +27,9 @@ The per-entry expectation is chosen once per call (``mode``) and each mode has i
 loop (:func:`_expect_vec`), so a faster rule can be added as one more loop:
 ``EXPECT_CLOSED`` uses :func:`meanfield.core.gaussian.closed.pair` (ReLU family, erf, gelu,
 sin, linear), ``EXPECT_QUAD`` :func:`meanfield.core.gaussian.moments.pair` (any activation,
-the 2-D rules of docs/theory.md, "Numerics").
+the 2-D rules of docs/theory.md, "Numerics"), ``EXPECT_HERMITE`` the per-pixel Hermite
+expansions of :mod:`meanfield.ntk.conv_hermite` (smooth activations without a closed form),
+whose coefficient tables ``H[image, depth, pixel, k]`` are passed in (a dummy otherwise).
 """
 
 from __future__ import annotations
@@ -38,9 +40,11 @@ from numba import prange
 
 from ..core.gaussian import closed
 from ..core.gaussian.moments import pair as quad_pair
+from .conv_hermite import herm_pair
 
 EXPECT_CLOSED = 0
 EXPECT_QUAD = 1
+EXPECT_HERMITE = 2
 
 READ_FLATTEN = 0
 READ_GAP = 1
@@ -67,34 +71,50 @@ def neighbours(H, W, k, circular):
 
 # --------------------------------------------------------------------------- expectations
 @nb.njit(cache=True)
-def _expect_vec(mode, act, v1, v2, s, same, K, Kd):
+def _expect_vec(mode, act, v1, v2, s, same, K, Kd, Ha, Hb, nk):
     """K[e], Kd[e] = E[phi phi], E[phi' phi'] on [[v1[e], s[e]], [s[e], v2[e]]] for every e.
 
-    ``same[e]`` marks u = v (the same image and pixel).  One loop per mode: a single loop
-    with both branches inside runs the closed forms at half speed (see ntk/blocks.py).
+    ``same[e]`` marks u = v (the same image and pixel); Ha[e], Hb[e] are the Hermite rows of
+    the two variances (EXPECT_HERMITE, first ``nk`` used).  One loop per mode: a single loop
+    with every branch inside runs the closed forms at half speed (see ntk/blocks.py).
     """
     if mode == EXPECT_CLOSED:
         for e in range(s.shape[0]):
             K[e], Kd[e] = closed.pair(act, v1[e], v2[e], s[e], same[e])
+    elif mode == EXPECT_HERMITE:
+        for e in range(s.shape[0]):
+            if v1[e] > 0.0 and v2[e] > 0.0:
+                K[e], Kd[e] = herm_pair(Ha[e], Hb[e], nk, v1[e], v2[e], s[e], same[e])
+            else:
+                K[e], Kd[e] = quad_pair(act, v1[e], v2[e], s[e], same[e])
     else:
         for e in range(s.shape[0]):
             K[e], Kd[e] = quad_pair(act, v1[e], v2[e], s[e], same[e])
 
 
 @nb.njit(cache=True)
-def _expect_full(mode, act, vr, vc, S, self_pair, K, Kd, w1, w2, ws, wsame, wk, wkd):
-    """The same on a full H W x H W matrix S, row by row (variances vr[p], vc[p'])."""
+def _expect_full(mode, act, vr, vc, S, self_pair, K, Kd, Hr, Hc, nk):
+    """The same on a full H W x H W matrix S (variances vr[p], vc[p'], Hermite rows Hr[p],
+    Hc[p'])."""
     P = S.shape[0]
-    for p in range(P):
-        for q in range(P):
-            w1[q] = vr[p]
-            w2[q] = vc[q]
-            ws[q] = S[p, q]
-            wsame[q] = self_pair and p == q
-        _expect_vec(mode, act, w1, w2, ws, wsame, wk, wkd)
-        for q in range(P):
-            K[p, q] = wk[q]
-            Kd[p, q] = wkd[q]
+    if mode == EXPECT_HERMITE:
+        for p in range(P):
+            a = vr[p]
+            for q in range(P):
+                b = vc[q]
+                same = self_pair and p == q
+                if a > 0.0 and b > 0.0:
+                    K[p, q], Kd[p, q] = herm_pair(Hr[p], Hc[q], nk, a, b, S[p, q], same)
+                else:
+                    K[p, q], Kd[p, q] = quad_pair(act, a, b, S[p, q], same)
+    elif mode == EXPECT_CLOSED:
+        for p in range(P):
+            for q in range(P):
+                K[p, q], Kd[p, q] = closed.pair(act, vr[p], vc[q], S[p, q], self_pair and p == q)
+    else:
+        for p in range(P):
+            for q in range(P):
+                K[p, q], Kd[p, q] = quad_pair(act, vr[p], vc[q], S[p, q], self_pair and p == q)
 
 
 # --------------------------------------------------------------------------- layer 1
@@ -160,42 +180,36 @@ def _shift_sum(K, Kd, Th, nbr, scale, add, out, with_theta):
 
 # --------------------------------------------------------------------------- per image
 @nb.njit(cache=True, parallel=True)
-def self_diagonals(mode, act, Z, nbr, sw2, sb2, k2, C, V, T):
-    """Sigma^l_pp(x, x) and Theta^l_pp(x, x) of every image, depths l = 1..L.
+def self_layer1(Z, nbr, sw2, sb2, k2, C, V0):
+    """V0[i, p] = Sigma^1_pp(x_i, x_i) for images Z (N, P, C)."""
+    for i in prange(Z.shape[0]):
+        s = np.empty(V0.shape[1])
+        _layer1_diag(Z[i], Z[i], nbr, sw2 / (C * k2), sb2, s)
+        V0[i] = s
 
-    Z : (N, P, C) images; V, T : (N, L, P) outputs.  The pixel-diagonal recursion of the
-    pair (x, x), with u = v on every entry.
-    """
-    N, L, P = V.shape
+
+@nb.njit(cache=True, parallel=True)
+def self_step(mode, act, H, nk, nbr, sw2, sb2, k2, v, t, vn, tn):
+    """One layer of the pixel-diagonal recursion of every pair (x, x), u = v on every entry:
+    (v, t) = (Sigma^l_pp, Theta^l_pp)(x, x) of shape (N, P) -> (vn, tn) at depth l + 1.
+    H : (N, P, K) Hermite rows of depth l (EXPECT_HERMITE only)."""
+    N, P = v.shape
     nd = nbr.shape[1]
     for i in prange(N):
-        x = Z[i]
-        s = np.empty(P)
-        _layer1_diag(x, x, nbr, sw2 / (C * k2), sb2, s)
-        th = s.copy()
         K = np.empty(P)
         Kd = np.empty(P)
         same = np.ones(P, dtype=np.bool_)
-        for l in range(L):
-            V[i, l] = s
-            T[i, l] = th
-            if l == L - 1:
-                break
-            _expect_vec(mode, act, s, s, s, same, K, Kd)
-            sn = np.empty(P)
-            tn = np.empty(P)
-            for p in range(P):
-                a = 0.0
-                b = 0.0
-                for d in range(nd):
-                    q = nbr[p, d]
-                    if q >= 0:
-                        a += K[q]
-                        b += Kd[q] * th[q]
-                sn[p] = sw2 / k2 * a + sb2
-                tn[p] = sn[p] + sw2 / k2 * b
-            s = sn
-            th = tn
+        _expect_vec(mode, act, v[i], v[i], v[i], same, K, Kd, H[i], H[i], nk)
+        for p in range(P):
+            a = 0.0
+            b = 0.0
+            for d in range(nd):
+                q = nbr[p, d]
+                if q >= 0:
+                    a += K[q]
+                    b += Kd[q] * t[i, q]
+            vn[i, p] = sw2 / k2 * a + sb2
+            tn[i, p] = vn[i, p] + sw2 / k2 * b
 
 
 # --------------------------------------------------------------------------- pairs of images
@@ -213,7 +227,8 @@ def _pair_of(t, nr, sym):
 
 
 @nb.njit(cache=True)
-def _pair_diag(mode, act, x, y, vx, vy, same_img, nbr, sw2, sb2, k2, C, out_s, out_t):
+def _pair_diag(mode, act, x, y, vx, vy, hx, hy, nks, same_img, nbr, sw2, sb2, k2, C, out_s,
+               out_t):
     """Flatten readout of one pair: mean_p of the pixel-diagonal Sigma^l, Theta^l, l = 1..L."""
     L = out_s.shape[0]
     P, nd = nbr.shape
@@ -232,7 +247,7 @@ def _pair_diag(mode, act, x, y, vx, vy, same_img, nbr, sw2, sb2, k2, C, out_s, o
         out_t[l] = np.mean(th)
         if l == L - 1:
             break
-        _expect_vec(mode, act, vx[l], vy[l], s, same, K, Kd)
+        _expect_vec(mode, act, vx[l], vy[l], s, same, K, Kd, hx[l], hy[l], nks[l])
         for p in range(P):
             a = 0.0
             b = 0.0
@@ -248,18 +263,13 @@ def _pair_diag(mode, act, x, y, vx, vy, same_img, nbr, sw2, sb2, k2, C, out_s, o
 
 
 @nb.njit(cache=True)
-def _pair_full(mode, act, x, y, vx, vy, same_img, nbr, sw2, sb2, k2, C, out_s, out_t, work):
+def _pair_full(mode, act, x, y, vx, vy, hx, hy, nks, same_img, nbr, sw2, sb2, k2, C, out_s,
+               out_t, work):
     """Global-average-pool readout of one pair: mean over p, p' of Sigma^l, Theta^l."""
     L = out_s.shape[0]
     P = nbr.shape[0]
     S, Th, K, Kd, Tn = work[0], work[1], work[2], work[3], work[4]
     b2 = np.full((1, 1), sb2)
-    w1 = np.empty(P)
-    w2 = np.empty(P)
-    ws = np.empty(P)
-    wk = np.empty(P)
-    wkd = np.empty(P)
-    wsame = np.empty(P, dtype=np.bool_)
     _layer1_full(x, y, nbr, sw2 / (C * k2), sb2, K, S)
     Th[:, :] = S
     for l in range(L):
@@ -267,18 +277,20 @@ def _pair_full(mode, act, x, y, vx, vy, same_img, nbr, sw2, sb2, k2, C, out_s, o
         out_t[l] = np.mean(Th)
         if l == L - 1:
             break
-        _expect_full(mode, act, vx[l], vy[l], S, same_img, K, Kd, w1, w2, ws, wsame, wk, wkd)
+        _expect_full(mode, act, vx[l], vy[l], S, same_img, K, Kd, hx[l], hy[l], nks[l])
         _shift_sum(K, Kd, Th, nbr, sw2 / k2, b2, S, False)   # Sigma^{l+1} (K no longer needs S)
         _shift_sum(K, Kd, Th, nbr, sw2 / k2, S, Tn, True)    # Theta^{l+1}
         Th[:, :] = Tn
 
 
 @nb.njit(cache=True, parallel=True)
-def pair_kernels(mode, readout, act, Zr, Zc, Vr, Vc, nbr, sw2, sb2, k2, C, sym, chunk,
-                 out_s, out_t):
+def pair_kernels(mode, readout, act, Zr, Zc, Vr, Vc, Hr, Hc, nks, nbr, sw2, sb2, k2, C, sym,
+                 chunk, out_s, out_t):
     """NNGP/NTK readouts of every pair (Zr[i], Zc[j]) at depths 1..L into out_*[:, i, j].
 
-    Zr, Zc : (Nr, P, C), (Nc, P, C) images; Vr, Vc : (N*, L, P) their Sigma^l_pp(x, x).
+    Zr, Zc : (Nr, P, C), (Nc, P, C) images; Vr, Vc : (N*, L, P) their Sigma^l_pp(x, x);
+    Hr, Hc : (N*, L - 1, P, K) their Hermite rows and nks[l] the terms used at depth l
+    (EXPECT_HERMITE; otherwise never read).
     ``sym`` (Zr is Zc): only i <= j is computed and mirrored.  Pairs are processed in
     chunks of ``chunk`` consecutive pair numbers, one chunk per parallel iteration, each
     with its own work arrays.
@@ -304,11 +316,11 @@ def pair_kernels(mode, readout, act, Zr, Zc, Vr, Vc, nbr, sw2, sb2, k2, C, sym, 
                 j = t % nc
             same_img = sym and i == j
             if readout == READ_GAP:
-                _pair_full(mode, act, Zr[i], Zc[j], Vr[i], Vc[j], same_img, nbr, sw2, sb2,
-                           k2, C, ts, tt, work)
+                _pair_full(mode, act, Zr[i], Zc[j], Vr[i], Vc[j], Hr[i], Hc[j], nks, same_img,
+                           nbr, sw2, sb2, k2, C, ts, tt, work)
             else:
-                _pair_diag(mode, act, Zr[i], Zc[j], Vr[i], Vc[j], same_img, nbr, sw2, sb2,
-                           k2, C, ts, tt)
+                _pair_diag(mode, act, Zr[i], Zc[j], Vr[i], Vc[j], Hr[i], Hc[j], nks, same_img,
+                           nbr, sw2, sb2, k2, C, ts, tt)
             for l in range(L):
                 out_s[l, i, j] = ts[l]
                 out_t[l, i, j] = tt[l]
