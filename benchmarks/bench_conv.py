@@ -193,7 +193,9 @@ def neural_tangents(X, act, sw2, sb2, L, readout, tmp):
     data = os.path.join(tmp, "x.npy")
     np.save(data, X)
     out = os.path.join(tmp, "nt.npz")
-    spec = dict(act=act, sw2=sw2, sb2=sb2, depth=L, readout=readout, batch=NT_BATCH, deg=NT_DEG)
+    n = X.shape[0]
+    batch = max(b for b in range(1, NT_BATCH + 1) if n % b == 0)  # nt.batch needs a divisor
+    spec = dict(act=act, sw2=sw2, sb2=sb2, depth=L, readout=readout, batch=batch, deg=NT_DEG)
     r = subprocess.run([py, "-c", NT_SCRIPT, data, json.dumps(spec), out],
                        capture_output=True, text=True)
     if r.returncode != 0:
@@ -216,6 +218,8 @@ def main():
     ap.add_argument("--only", help="comma-separated activations")
     ap.add_argument("--readouts", default="flatten,gap")
     ap.add_argument("--nt-tanh-gap", action="store_true")
+    ap.add_argument("--nt-acts", default="erf,relu,tanh",
+                    help="activations to run neural-tangents on (tanh's quadrature is slow)")
     args = ap.parse_args()
     X = digits(args.n)
     L = args.depth
@@ -244,6 +248,8 @@ def main():
                 row += f" {'skipped':>21} {'':>15}"
                 notes.append("NT tanh GAP skipped (ElementwiseNumerical: deg^2 evaluations per "
                              "pixel pair; --nt-tanh-gap runs it)")
+            elif have_nt and act not in args.nt_acts.split(","):
+                row += f" {'not run':>21} {'':>15}"
             elif have_nt:
                 with tempfile.TemporaryDirectory() as tmp:
                     r = neural_tangents(X, act, sw2, sb2, L, readout, tmp)
