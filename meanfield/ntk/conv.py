@@ -108,7 +108,7 @@ def expectation_mode(act):
 
 def self_diagonals(mode, act, Z, nbr, sw2, sb2, k2, C, L):
     """Sigma^l_pp(x, x), Theta^l_pp(x, x) of every image (N, L, P), the Hermite tables
-    H (N, L - 1, P, K) with the terms per depth, and the mode actually used.
+    H (N, L - 1, P, K) with the terms each row needs (N, L - 1, P), and the mode used.
 
     The tables of depth l need the variances of depth l, so the layers run one at a time.
     When a depth's table cannot be built (variances so large that K_MAX terms do not
@@ -119,22 +119,24 @@ def self_diagonals(mode, act, Z, nbr, sw2, sb2, k2, C, L):
     T = np.empty((N, L, P))
     CB.self_layer1(Z, nbr, sw2, sb2, k2, C, V[:, 0])
     T[:, 0] = V[:, 0]
-    nks = np.ones(max(L - 1, 1), dtype=np.int64)
+    Lh = max(L - 1, 1)
+    kps = np.ones((N, Lh, P), dtype=np.int64)
     tables = []
     for l in range(L - 1):
         H = np.zeros((N, P, 1))
         if mode == CB.EXPECT_HERMITE:
-            H, nk = depth_table(act, V[:, l])
+            H, K, terms = depth_table(act, V[:, l])
             if H is None:
-                warnings.warn(f"{act.name}: {nk}; using 2-D quadrature per pixel pair "
+                warnings.warn(f"{act.name}: {K}; using 2-D quadrature per pixel pair "
                               "(much slower, same accuracy)", RuntimeWarning, stacklevel=4)
                 return self_diagonals(CB.EXPECT_QUAD, act, Z, nbr, sw2, sb2, k2, C, L)
-            nks[l] = nk
+            kps[:, l] = terms
             tables.append(H)
         vn = np.empty((N, P))
         tn = np.empty((N, P))
-        CB.self_step(mode, act.record, np.ascontiguousarray(H), int(nks[l]), nbr, sw2, sb2, k2,
-                     np.ascontiguousarray(V[:, l]), np.ascontiguousarray(T[:, l]), vn, tn)
+        CB.self_step(mode, act.record, np.ascontiguousarray(H), np.ascontiguousarray(kps[:, l]),
+                     nbr, sw2, sb2, k2, np.ascontiguousarray(V[:, l]),
+                     np.ascontiguousarray(T[:, l]), vn, tn)
         V[:, l + 1] = vn
         T[:, l + 1] = tn
     if mode == CB.EXPECT_HERMITE and tables:
@@ -142,8 +144,8 @@ def self_diagonals(mode, act, Z, nbr, sw2, sb2, k2, C, L):
         for l, t in enumerate(tables):
             Hall[:, l, :, :t.shape[2]] = t
     else:
-        Hall = np.zeros((N, max(L - 1, 1), 1, 1))  # never read outside EXPECT_HERMITE
-    return V, T, Hall, nks, mode
+        Hall = np.zeros((N, Lh, 1, 1))  # never read outside EXPECT_HERMITE
+    return V, T, Hall, kps, mode
 
 
 def conv_arrays(X, X2, act, sw2, sb2, L, conv: Conv):
@@ -161,7 +163,7 @@ def conv_arrays(X, X2, act, sw2, sb2, L, conv: Conv):
     Z = X.reshape(n, P, C)
     Zall = Z if X2 is None else np.concatenate([Z, X2.reshape(X2.shape[0], P, C)])
     # Hermite tables cover the variances of every image, so X and X2 are done together.
-    V, _, Hh, nks, mode = self_diagonals(mode, act, Zall, nbr, sw2, sb2, k2, float(C), L)
+    V, _, Hh, kps, mode = self_diagonals(mode, act, Zall, nbr, sw2, sb2, k2, float(C), L)
     method = {CB.EXPECT_CLOSED: "per pixel pair: closed form",
               CB.EXPECT_HERMITE: "per pixel pair: Hermite expansion per pixel (conv_hermite)",
               CB.EXPECT_QUAD: "per pixel pair: 2-D quadrature (moments.pair)"}[mode]
@@ -169,14 +171,14 @@ def conv_arrays(X, X2, act, sw2, sb2, L, conv: Conv):
     if X2 is None:
         S = np.empty((L, n, n))
         T = np.empty((L, n, n))
-        CB.pair_kernels(mode, readout, act.record, Z, Z, V, V, Hh, Hh, nks, nbr, sw2, sb2, k2,
+        CB.pair_kernels(mode, readout, act.record, Z, Z, V, V, Hh, Hh, kps, kps, nbr, sw2, sb2, k2,
                         float(C), True, PAIR_CHUNK, S, T)
     else:
         m = X2.shape[0]
         S = np.empty((L, m, n))
         T = np.empty((L, m, n))
         CB.pair_kernels(mode, readout, act.record, Zall[n:], Z, V[n:], V[:n], Hh[n:], Hh[:n],
-                        nks, nbr, sw2, sb2, k2, float(C), False, PAIR_CHUNK, S, T)
+                        kps[n:], kps[:n], nbr, sw2, sb2, k2, float(C), False, PAIR_CHUNK, S, T)
     return S, T, method, float(np.mean(V[:n, 0, :]))
 
 

@@ -71,11 +71,11 @@ def neighbours(H, W, k, circular):
 
 # --------------------------------------------------------------------------- expectations
 @nb.njit(cache=True)
-def _expect_vec(mode, act, v1, v2, s, same, K, Kd, Ha, Hb, nk):
+def _expect_vec(mode, act, v1, v2, s, same, K, Kd, Ha, Hb, ka, kb):
     """K[e], Kd[e] = E[phi phi], E[phi' phi'] on [[v1[e], s[e]], [s[e], v2[e]]] for every e.
 
     ``same[e]`` marks u = v (the same image and pixel); Ha[e], Hb[e] are the Hermite rows of
-    the two variances (EXPECT_HERMITE, first ``nk`` used).  One loop per mode: a single loop
+    the two variances (EXPECT_HERMITE, first max(ka[e], kb[e]) used).  One loop per mode: a single loop
     with every branch inside runs the closed forms at half speed (see ntk/blocks.py).
     """
     if mode == EXPECT_CLOSED:
@@ -84,7 +84,8 @@ def _expect_vec(mode, act, v1, v2, s, same, K, Kd, Ha, Hb, nk):
     elif mode == EXPECT_HERMITE:
         for e in range(s.shape[0]):
             if v1[e] > 0.0 and v2[e] > 0.0:
-                K[e], Kd[e] = herm_pair(Ha[e], Hb[e], nk, v1[e], v2[e], s[e], same[e])
+                K[e], Kd[e] = herm_pair(Ha[e], Hb[e], max(ka[e], kb[e]), v1[e], v2[e], s[e],
+                                        same[e])
             else:
                 K[e], Kd[e] = quad_pair(act, v1[e], v2[e], s[e], same[e])
     else:
@@ -93,7 +94,7 @@ def _expect_vec(mode, act, v1, v2, s, same, K, Kd, Ha, Hb, nk):
 
 
 @nb.njit(cache=True)
-def _expect_full(mode, act, vr, vc, S, self_pair, K, Kd, Hr, Hc, nk):
+def _expect_full(mode, act, vr, vc, S, self_pair, K, Kd, Hr, Hc, kr, kc):
     """The same on a full H W x H W matrix S (variances vr[p], vc[p'], Hermite rows Hr[p],
     Hc[p'])."""
     P = S.shape[0]
@@ -104,7 +105,8 @@ def _expect_full(mode, act, vr, vc, S, self_pair, K, Kd, Hr, Hc, nk):
                 b = vc[q]
                 same = self_pair and p == q
                 if a > 0.0 and b > 0.0:
-                    K[p, q], Kd[p, q] = herm_pair(Hr[p], Hc[q], nk, a, b, S[p, q], same)
+                    K[p, q], Kd[p, q] = herm_pair(Hr[p], Hc[q], max(kr[p], kc[q]), a, b,
+                                                  S[p, q], same)
                 else:
                     K[p, q], Kd[p, q] = quad_pair(act, a, b, S[p, q], same)
     elif mode == EXPECT_CLOSED:
@@ -189,17 +191,18 @@ def self_layer1(Z, nbr, sw2, sb2, k2, C, V0):
 
 
 @nb.njit(cache=True, parallel=True)
-def self_step(mode, act, H, nk, nbr, sw2, sb2, k2, v, t, vn, tn):
+def self_step(mode, act, H, kp, nbr, sw2, sb2, k2, v, t, vn, tn):
     """One layer of the pixel-diagonal recursion of every pair (x, x), u = v on every entry:
     (v, t) = (Sigma^l_pp, Theta^l_pp)(x, x) of shape (N, P) -> (vn, tn) at depth l + 1.
-    H : (N, P, K) Hermite rows of depth l (EXPECT_HERMITE only)."""
+    H : (N, P, K) Hermite rows of depth l and kp (N, P) the terms each needs
+    (EXPECT_HERMITE only)."""
     N, P = v.shape
     nd = nbr.shape[1]
     for i in prange(N):
         K = np.empty(P)
         Kd = np.empty(P)
         same = np.ones(P, dtype=np.bool_)
-        _expect_vec(mode, act, v[i], v[i], v[i], same, K, Kd, H[i], H[i], nk)
+        _expect_vec(mode, act, v[i], v[i], v[i], same, K, Kd, H[i], H[i], kp[i], kp[i])
         for p in range(P):
             a = 0.0
             b = 0.0
@@ -227,7 +230,7 @@ def _pair_of(t, nr, sym):
 
 
 @nb.njit(cache=True)
-def _pair_diag(mode, act, x, y, vx, vy, hx, hy, nks, same_img, nbr, sw2, sb2, k2, C, out_s,
+def _pair_diag(mode, act, x, y, vx, vy, hx, hy, kx, ky, same_img, nbr, sw2, sb2, k2, C, out_s,
                out_t):
     """Flatten readout of one pair: mean_p of the pixel-diagonal Sigma^l, Theta^l, l = 1..L."""
     L = out_s.shape[0]
@@ -247,7 +250,7 @@ def _pair_diag(mode, act, x, y, vx, vy, hx, hy, nks, same_img, nbr, sw2, sb2, k2
         out_t[l] = np.mean(th)
         if l == L - 1:
             break
-        _expect_vec(mode, act, vx[l], vy[l], s, same, K, Kd, hx[l], hy[l], nks[l])
+        _expect_vec(mode, act, vx[l], vy[l], s, same, K, Kd, hx[l], hy[l], kx[l], ky[l])
         for p in range(P):
             a = 0.0
             b = 0.0
@@ -263,7 +266,7 @@ def _pair_diag(mode, act, x, y, vx, vy, hx, hy, nks, same_img, nbr, sw2, sb2, k2
 
 
 @nb.njit(cache=True)
-def _pair_full(mode, act, x, y, vx, vy, hx, hy, nks, same_img, nbr, sw2, sb2, k2, C, out_s,
+def _pair_full(mode, act, x, y, vx, vy, hx, hy, kx, ky, same_img, nbr, sw2, sb2, k2, C, out_s,
                out_t, work):
     """Global-average-pool readout of one pair: mean over p, p' of Sigma^l, Theta^l."""
     L = out_s.shape[0]
@@ -277,20 +280,20 @@ def _pair_full(mode, act, x, y, vx, vy, hx, hy, nks, same_img, nbr, sw2, sb2, k2
         out_t[l] = np.mean(Th)
         if l == L - 1:
             break
-        _expect_full(mode, act, vx[l], vy[l], S, same_img, K, Kd, hx[l], hy[l], nks[l])
+        _expect_full(mode, act, vx[l], vy[l], S, same_img, K, Kd, hx[l], hy[l], kx[l], ky[l])
         _shift_sum(K, Kd, Th, nbr, sw2 / k2, b2, S, False)   # Sigma^{l+1} (K no longer needs S)
         _shift_sum(K, Kd, Th, nbr, sw2 / k2, S, Tn, True)    # Theta^{l+1}
         Th[:, :] = Tn
 
 
 @nb.njit(cache=True, parallel=True)
-def pair_kernels(mode, readout, act, Zr, Zc, Vr, Vc, Hr, Hc, nks, nbr, sw2, sb2, k2, C, sym,
+def pair_kernels(mode, readout, act, Zr, Zc, Vr, Vc, Hr, Hc, Kr, Kc, nbr, sw2, sb2, k2, C, sym,
                  chunk, out_s, out_t):
     """NNGP/NTK readouts of every pair (Zr[i], Zc[j]) at depths 1..L into out_*[:, i, j].
 
     Zr, Zc : (Nr, P, C), (Nc, P, C) images; Vr, Vc : (N*, L, P) their Sigma^l_pp(x, x);
-    Hr, Hc : (N*, L - 1, P, K) their Hermite rows and nks[l] the terms used at depth l
-    (EXPECT_HERMITE; otherwise never read).
+    Hr, Hc : (N*, L - 1, P, K) their Hermite rows and Kr, Kc (N*, L - 1, P) the terms each
+    row needs (EXPECT_HERMITE; otherwise never read).
     ``sym`` (Zr is Zc): only i <= j is computed and mirrored.  Pairs are processed in
     chunks of ``chunk`` consecutive pair numbers, one chunk per parallel iteration, each
     with its own work arrays.
@@ -316,10 +319,12 @@ def pair_kernels(mode, readout, act, Zr, Zc, Vr, Vc, Hr, Hc, nks, nbr, sw2, sb2,
                 j = t % nc
             same_img = sym and i == j
             if readout == READ_GAP:
-                _pair_full(mode, act, Zr[i], Zc[j], Vr[i], Vc[j], Hr[i], Hc[j], nks, same_img,
+                _pair_full(mode, act, Zr[i], Zc[j], Vr[i], Vc[j], Hr[i], Hc[j], Kr[i], Kc[j],
+                           same_img,
                            nbr, sw2, sb2, k2, C, ts, tt, work)
             else:
-                _pair_diag(mode, act, Zr[i], Zc[j], Vr[i], Vc[j], Hr[i], Hc[j], nks, same_img,
+                _pair_diag(mode, act, Zr[i], Zc[j], Vr[i], Vc[j], Hr[i], Hc[j], Kr[i], Kc[j],
+                           same_img,
                            nbr, sw2, sb2, k2, C, ts, tt)
             for l in range(L):
                 out_s[l, i, j] = ts[l]

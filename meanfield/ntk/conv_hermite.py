@@ -113,15 +113,16 @@ def _cheb_matrix(x, M):
 def depth_table(act, q):
     """Coefficients h_k(q) for every variance in ``q`` (any shape), shape q.shape + (K,).
 
-    Returns (table, K) or (None, reason) when K_MAX terms or CHEB_MMAX nodes do not
-    suffice (very large variances); zero-variance entries get zero rows.
+    Returns (table, K, terms): K the table's length and ``terms`` (shape of q) the terms
+    each variance needs by the tail criterion; or (None, reason, None) when K_MAX terms or
+    CHEB_MMAX nodes do not suffice (very large variances).  Zero variances get zero rows.
     """
     rec = act.record
     qs = np.asarray(q, dtype=np.float64)
     pos = qs > 0.0
     out_shape = qs.shape
     if not np.any(pos):
-        return np.zeros(out_shape + (1,)), 1
+        return np.zeros(out_shape + (1,)), 1, np.ones(out_shape, dtype=np.int64)
     s = np.sqrt(qs[pos])
     lo, hi = float(s.min()), float(s.max())
     if hi - lo <= 1e-12 * hi:
@@ -138,7 +139,7 @@ def depth_table(act, q):
         need = _terms_needed(vals, nodes)
         if need is None:
             if K >= K_MAX:
-                return None, f"more than {K_MAX} Hermite terms at q = {hi * hi:g}"
+                return None, f"more than {K_MAX} Hermite terms at q = {hi * hi:g}", None
             K = min(K_MAX, 2 * K)
             vals = None
             continue
@@ -153,8 +154,8 @@ def depth_table(act, q):
         if err <= CHEB_TOL * max(np.max(np.abs(vals)), 1e-300):
             break
         if M >= CHEB_MMAX:
-            return None, f"Chebyshev interpolation of the Hermite coefficients did not reach " \
-                         f"{CHEB_TOL:g} with {CHEB_MMAX} nodes"
+            return None, (f"Chebyshev interpolation of the Hermite coefficients did not reach "
+                          f"{CHEB_TOL:g} with {CHEB_MMAX} nodes"), None
         both = np.empty((2 * M + 1, K))
         both[0::2] = vals
         both[1::2] = vm
@@ -163,16 +164,46 @@ def depth_table(act, q):
     K = need
     table = np.zeros(out_shape + (K,))
     xs = (2.0 * s - (lo + hi)) / (hi - lo)
-    table[pos] = _cheb_matrix(xs, M) @ coef[:, :K]
-    return table, K
+    rows = _cheb_matrix(xs, M) @ coef[:, :K]
+    table[pos] = rows
+    terms = np.zeros(out_shape, dtype=np.int64)
+    terms[pos] = _terms_per_row(rows, s)
+    return table, K, terms
+
+
+def _terms_per_row(rows, s):
+    """The K of :func:`_terms_needed` for every row (one variance each), capped by the
+    table's length: small variances need far fewer terms than the depth's largest."""
+    K = rows.shape[1]
+    k = np.arange(K)
+    need = np.zeros(rows.shape[0], dtype=np.int64)
+    for v, shift in ((rows ** 2, 1), (k[1:] * rows[:, 1:] ** 2 / (s * s)[:, None], 2)):
+        tail = np.cumsum(v[:, ::-1], axis=1)[:, ::-1]
+        ok = tail <= HERMITE_TAIL * tail[:, :1]
+        first = np.where(ok.any(axis=1), np.argmax(ok, axis=1) + shift, K)
+        need = np.maximum(need, first)
+    return np.minimum(need, K)
+
+
+# |c|^K below this ends the series early: the terms left are below it times
+# sum |h_k(a) h_k(b)| <= sqrt(E phi(u)^2 E phi(v)^2) (Cauchy-Schwarz), and k |c|^(k-1) for the
+# derivative's, hence the margin below the 1e-12 tail criterion.
+C_POWER_TAIL = 1e-16
+_LOG_C_TAIL = math.log(C_POWER_TAIL)
 
 
 @nb.njit(cache=True)
 def herm_pair(ha, hb, K, a, b, s12, same):
     """(E phi(u) phi(v), E phi'(u) phi'(v)) from the coefficient rows ha = h(a), hb = h(b)
-    (first K used), Horner in c = s12 / sqrt(a b), clamped to [-1, 1]; c = 1 when ``same``."""
+    (first K used), Horner in c = s12 / sqrt(a b), clamped to [-1, 1]; c = 1 when ``same``.
+    For |c| < 1 the series stops once |c|^k < C_POWER_TAIL."""
     r = math.sqrt(a * b)
     c = 1.0 if same else min(1.0, max(-1.0, s12 / r))
+    ac = abs(c)
+    if ac < 0.5:
+        K = min(K, 2 + int(_LOG_C_TAIL / math.log(max(ac, 1e-300))))
+    elif ac < 0.999:
+        K = min(K, 2 + int(_LOG_C_TAIL / math.log(ac)))
     D = 0.0
     Dp = 0.0
     for k in range(K - 1, 0, -1):
