@@ -398,3 +398,23 @@ def test_cli_conv(tmp_path, capsys):
         code = main(["kernel", "erf", "--sw2", "1", "--sb2", "0", "--depth", "2", *argv])
         out, err = capsys.readouterr()
         assert code == 2 and word in err and len(err.strip().splitlines()) == 1, err
+
+
+@pytest.mark.parametrize("act", ["tanh", "silu", "softplus"])
+def test_hermite_expansion_matches_2d_quadrature(act):
+    """The per-pixel Hermite path (conv_hermite) against moments.pair's 2-D rule, on
+    variances up to 6 and correlations up to 1 (docs/theory.md, "Convolutional networks")."""
+    from meanfield.core.gaussian.moments import pair
+    from meanfield.ntk.conv_hermite import depth_table, herm_pair
+    a = mf.get_activation(act)
+    q = np.array([0.02, 0.3, 1.0, 2.5, 6.0])
+    H, K, terms = depth_table(a, q)
+    assert np.all(terms <= K)
+    for i in range(q.size):
+        for j in range(q.size):
+            for c in (-0.95, -0.3, 0.0, 0.6, 0.99, 0.999999, 1.0):
+                s12 = c * math.sqrt(q[i] * q[j])
+                D, Dp = herm_pair(H[i], H[j], max(terms[i], terms[j]), q[i], q[j], s12, False)
+                D0, Dp0 = pair(a.record, q[i], q[j], s12, False)
+                assert abs(D - D0) <= 1e-11 * max(1.0, abs(D0)), (q[i], q[j], c)
+                assert abs(Dp - Dp0) <= 1e-11 * max(1.0, abs(Dp0)), (q[i], q[j], c)
