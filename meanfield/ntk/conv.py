@@ -108,7 +108,8 @@ def expectation_mode(act):
 
 def self_diagonals(mode, act, Z, nbr, sw2, sb2, k2, C, L):
     """Sigma^l_pp(x, x), Theta^l_pp(x, x) of every image (N, L, P), the Hermite tables
-    H (N, L - 1, P, K) with the terms each row needs (N, L - 1, P), and the mode used.
+    (flat storage, offsets, lengths, N) of :func:`conv_blocks._table`, the terms each row
+    needs (N, L - 1, P), and the mode used.
 
     The tables of depth l need the variances of depth l, so the layers run one at a time.
     When a depth's table cannot be built (variances so large that K_MAX terms do not
@@ -139,13 +140,18 @@ def self_diagonals(mode, act, Z, nbr, sw2, sb2, k2, C, L):
                      np.ascontiguousarray(T[:, l]), vn, tn)
         V[:, l + 1] = vn
         T[:, l + 1] = tn
+    # One flat block per depth, each as long as its own depth needs (the first layer's
+    # variances are often far larger than the deeper ones').
+    Ks = np.ones(Lh, dtype=np.int64)
+    offs = np.zeros(Lh, dtype=np.int64)
     if mode == CB.EXPECT_HERMITE and tables:
-        Hall = np.zeros((N, L - 1, P, max(t.shape[2] for t in tables)))
-        for l, t in enumerate(tables):
-            Hall[:, l, :, :t.shape[2]] = t
+        Ks[:] = [t.shape[2] for t in tables]
+        offs[1:] = np.cumsum([t.size for t in tables])[:-1]
+        Hflat = np.concatenate([t.ravel() for t in tables])
     else:
-        Hall = np.zeros((N, Lh, 1, 1))  # never read outside EXPECT_HERMITE
-    return V, T, Hall, kps, mode
+        Hflat = np.zeros(N * P * Lh)  # never read outside EXPECT_HERMITE
+        offs[:] = np.arange(Lh) * N * P
+    return V, T, (Hflat, offs, Ks, N), kps, mode
 
 
 def conv_arrays(X, X2, act, sw2, sb2, L, conv: Conv):
@@ -163,7 +169,7 @@ def conv_arrays(X, X2, act, sw2, sb2, L, conv: Conv):
     Z = X.reshape(n, P, C)
     Zall = Z if X2 is None else np.concatenate([Z, X2.reshape(X2.shape[0], P, C)])
     # Hermite tables cover the variances of every image, so X and X2 are done together.
-    V, _, Hh, kps, mode = self_diagonals(mode, act, Zall, nbr, sw2, sb2, k2, float(C), L)
+    V, _, tab, kps, mode = self_diagonals(mode, act, Zall, nbr, sw2, sb2, k2, float(C), L)
     method = {CB.EXPECT_CLOSED: "per pixel pair: closed form",
               CB.EXPECT_HERMITE: "per pixel pair: Hermite expansion per pixel (conv_hermite)",
               CB.EXPECT_QUAD: "per pixel pair: 2-D quadrature (moments.pair)"}[mode]
@@ -171,13 +177,13 @@ def conv_arrays(X, X2, act, sw2, sb2, L, conv: Conv):
     if X2 is None:
         S = np.empty((L, n, n))
         T = np.empty((L, n, n))
-        CB.pair_kernels(mode, readout, act.record, Z, Z, V, V, Hh, Hh, kps, kps, nbr, sw2, sb2, k2,
-                        float(C), True, PAIR_CHUNK, S, T)
+        CB.pair_kernels(mode, readout, act.record, Z, Z, V, V, tab, 0, 0, kps, kps, nbr, sw2,
+                        sb2, k2, float(C), True, PAIR_CHUNK, S, T)
     else:
         m = X2.shape[0]
         S = np.empty((L, m, n))
         T = np.empty((L, m, n))
-        CB.pair_kernels(mode, readout, act.record, Zall[n:], Z, V[n:], V[:n], Hh[n:], Hh[:n],
+        CB.pair_kernels(mode, readout, act.record, Zall[n:], Z, V[n:], V[:n], tab, n, 0,
                         kps[n:], kps[:n], nbr, sw2, sb2, k2, float(C), False, PAIR_CHUNK, S, T)
     return S, T, method, float(np.mean(V[:n, 0, :]))
 

@@ -217,6 +217,14 @@ def self_step(mode, act, H, kp, nbr, sw2, sb2, k2, v, t, vn, tn):
 
 # --------------------------------------------------------------------------- pairs of images
 @nb.njit(cache=True)
+def _table(Hflat, offs, Ks, N, P, l):
+    """Depth l's Hermite table (N, P, Ks[l]) inside the flat storage (one block per depth,
+    each padded only to its own depth's length)."""
+    return Hflat[offs[l]:offs[l] + N * P * Ks[l]].reshape((N, P, Ks[l]))
+
+
+
+@nb.njit(cache=True)
 def _pair_of(t, nr, sym):
     """Pair number t -> (i, j): row-major upper triangle (i <= j) when ``sym``, else all."""
     if not sym:
@@ -230,7 +238,7 @@ def _pair_of(t, nr, sym):
 
 
 @nb.njit(cache=True)
-def _pair_diag(mode, act, x, y, vx, vy, hx, hy, kx, ky, same_img, nbr, sw2, sb2, k2, C, out_s,
+def _pair_diag(mode, act, x, y, vx, vy, tab, ii, jj, kx, ky, same_img, nbr, sw2, sb2, k2, C, out_s,
                out_t):
     """Flatten readout of one pair: mean_p of the pixel-diagonal Sigma^l, Theta^l, l = 1..L."""
     L = out_s.shape[0]
@@ -250,7 +258,8 @@ def _pair_diag(mode, act, x, y, vx, vy, hx, hy, kx, ky, same_img, nbr, sw2, sb2,
         out_t[l] = np.mean(th)
         if l == L - 1:
             break
-        _expect_vec(mode, act, vx[l], vy[l], s, same, K, Kd, hx[l], hy[l], kx[l], ky[l])
+        Tl = _table(tab[0], tab[1], tab[2], tab[3], P, l)
+        _expect_vec(mode, act, vx[l], vy[l], s, same, K, Kd, Tl[ii], Tl[jj], kx[l], ky[l])
         for p in range(P):
             a = 0.0
             b = 0.0
@@ -266,7 +275,7 @@ def _pair_diag(mode, act, x, y, vx, vy, hx, hy, kx, ky, same_img, nbr, sw2, sb2,
 
 
 @nb.njit(cache=True)
-def _pair_full(mode, act, x, y, vx, vy, hx, hy, kx, ky, same_img, nbr, sw2, sb2, k2, C, out_s,
+def _pair_full(mode, act, x, y, vx, vy, tab, ii, jj, kx, ky, same_img, nbr, sw2, sb2, k2, C, out_s,
                out_t, work):
     """Global-average-pool readout of one pair: mean over p, p' of Sigma^l, Theta^l."""
     L = out_s.shape[0]
@@ -280,20 +289,22 @@ def _pair_full(mode, act, x, y, vx, vy, hx, hy, kx, ky, same_img, nbr, sw2, sb2,
         out_t[l] = np.mean(Th)
         if l == L - 1:
             break
-        _expect_full(mode, act, vx[l], vy[l], S, same_img, K, Kd, hx[l], hy[l], kx[l], ky[l])
+        Tl = _table(tab[0], tab[1], tab[2], tab[3], P, l)
+        _expect_full(mode, act, vx[l], vy[l], S, same_img, K, Kd, Tl[ii], Tl[jj], kx[l], ky[l])
         _shift_sum(K, Kd, Th, nbr, sw2 / k2, b2, S, False)   # Sigma^{l+1} (K no longer needs S)
         _shift_sum(K, Kd, Th, nbr, sw2 / k2, S, Tn, True)    # Theta^{l+1}
         Th[:, :] = Tn
 
 
 @nb.njit(cache=True, parallel=True)
-def pair_kernels(mode, readout, act, Zr, Zc, Vr, Vc, Hr, Hc, Kr, Kc, nbr, sw2, sb2, k2, C, sym,
+def pair_kernels(mode, readout, act, Zr, Zc, Vr, Vc, tab, base_r, base_c, Kr, Kc, nbr, sw2, sb2, k2, C, sym,
                  chunk, out_s, out_t):
     """NNGP/NTK readouts of every pair (Zr[i], Zc[j]) at depths 1..L into out_*[:, i, j].
 
     Zr, Zc : (Nr, P, C), (Nc, P, C) images; Vr, Vc : (N*, L, P) their Sigma^l_pp(x, x);
-    Hr, Hc : (N*, L - 1, P, K) their Hermite rows and Kr, Kc (N*, L - 1, P) the terms each
-    row needs (EXPECT_HERMITE; otherwise never read).
+    tab : (Hflat, offs, Ks, N) the Hermite tables of all N images (see :func:`_table`);
+    row image i is table image base_r + i, column image j is base_c + j; Kr, Kc
+    (N*, L - 1, P) the terms each row needs (EXPECT_HERMITE; otherwise never read).
     ``sym`` (Zr is Zc): only i <= j is computed and mirrored.  Pairs are processed in
     chunks of ``chunk`` consecutive pair numbers, one chunk per parallel iteration, each
     with its own work arrays.
@@ -319,11 +330,13 @@ def pair_kernels(mode, readout, act, Zr, Zc, Vr, Vc, Hr, Hc, Kr, Kc, nbr, sw2, s
                 j = t % nc
             same_img = sym and i == j
             if readout == READ_GAP:
-                _pair_full(mode, act, Zr[i], Zc[j], Vr[i], Vc[j], Hr[i], Hc[j], Kr[i], Kc[j],
+                _pair_full(mode, act, Zr[i], Zc[j], Vr[i], Vc[j], tab, base_r + i, base_c + j,
+                           Kr[i], Kc[j],
                            same_img,
                            nbr, sw2, sb2, k2, C, ts, tt, work)
             else:
-                _pair_diag(mode, act, Zr[i], Zc[j], Vr[i], Vc[j], Hr[i], Hc[j], Kr[i], Kc[j],
+                _pair_diag(mode, act, Zr[i], Zc[j], Vr[i], Vc[j], tab, base_r + i, base_c + j,
+                           Kr[i], Kc[j],
                            same_img,
                            nbr, sw2, sb2, k2, C, ts, tt)
             for l in range(L):
