@@ -21,6 +21,7 @@ from .core.vocabulary import CRITICAL_TOL, DEPTH_CONSTANT, Phase, Status
 
 # Kernels on a data set: NNGP, NTK, trainability metrics per depth
 from .ntk import kernels, ntk_metrics, two_point_kernels
+from .ntk import Conv  # convolutional architecture for kernels / ntk_metrics
 
 # Sweeps: chunked, resumable, distributed
 from .sweeps import SweepSpec, load_spec, open_sweep, sweep, sweep_status
@@ -51,6 +52,7 @@ __all__ = [
     "kernels",
     "ntk_metrics",
     "two_point_kernels",
+    "Conv",
     # sweeps
     "SweepSpec",
     "load_spec",

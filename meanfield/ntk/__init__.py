@@ -5,7 +5,8 @@ Numba kernels); ``dataset`` returns the kernels as xarray datasets; ``metrics`` 
 condition number and mean predictor per depth.
 """
 
+from .conv import Conv
 from .dataset import kernels, two_point_kernels
 from .metrics import ntk_metrics
 
-__all__ = ["kernels", "two_point_kernels", "ntk_metrics"]
+__all__ = ["Conv", "kernels", "two_point_kernels", "ntk_metrics"]

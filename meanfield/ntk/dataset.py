@@ -16,6 +16,7 @@ from ..core.budget import check_memory
 from ..core.activation import get_activation
 from ..core.activation import activation_attrs
 from ..core.vocabulary import CONVENTIONS, attrs, described
+from .conv import conv_kernels
 from .recursion import Block, Recursion, setup
 
 __all__ = ["kernels", "two_point_kernels"]
@@ -58,7 +59,7 @@ def depth_coord(L):
     return ("depth", np.arange(1, L + 1), attrs("depth"))
 
 
-def kernels(X, activation, sw2, sb2, depth, X2=None) -> xr.Dataset:
+def kernels(X, activation, sw2, sb2, depth, X2=None, architecture=None) -> xr.Dataset:
     """NNGP and NTK kernels of every layer l = 1..depth, in one pass over depths.
 
     Implements (docs/theory.md, "Kernels on a data set")::
@@ -81,6 +82,10 @@ def kernels(X, activation, sw2, sb2, depth, X2=None) -> xr.Dataset:
         Second set (e.g. test inputs).  When given, the result is the cross-kernel:
         ``i`` indexes the rows of **X2** and ``j`` the rows of **X**
         (``nngp[l, i, j] = Sigma^l(X2[i], X[j])``), the layout of a test x train kernel.
+    architecture : None or Conv, optional
+        None (default): the fully connected network above.  ``meanfield.Conv(...)``: a
+        convolutional network on images X of shape (n, H, W, C) (X2: (m, H, W, C)); see
+        :func:`meanfield.ntk.conv.conv_kernels` and docs/theory.md, "Convolutional networks".
 
     Returns
     -------
@@ -101,6 +106,11 @@ def kernels(X, activation, sw2, sb2, depth, X2=None) -> xr.Dataset:
         NaN/inf or non-2-D inputs, X2 with a different number of columns, depth < 1,
         negative variances, unknown activation.
     """
+    if architecture is not None:  # convolutional networks: meanfield/ntk/conv.py
+        return conv_kernels(X, activation, sw2, sb2, depth, architecture, X2=X2)
+    if np.ndim(X) == 4:
+        raise ValueError("X is four-dimensional (images?): pass architecture=meanfield.Conv(...) "
+                         "for a convolutional network, or reshape X to (samples, features)")
     act = get_activation(activation)
     sw2 = V.variance("sw2", sw2)
     sb2 = V.variance("sb2", sb2)

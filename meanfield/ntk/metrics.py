@@ -13,6 +13,7 @@ from ..core import validate as V
 from ..core.activation import get_activation
 from ..core.analysis import analyze
 from ..core.vocabulary import KernelStatus, described, flag_attrs
+from .conv import metric_layers
 from .dataset import depth_coord, global_attrs, matrix
 from .recursion import setup
 
@@ -69,7 +70,8 @@ def _chaotic_rate(res, Y, diag):
     return res.chi_c / res.chi1
 
 
-def ntk_metrics(X_train, y_train, X_test, activation, sw2, sb2, depth) -> xr.Dataset:
+def ntk_metrics(X_train, y_train, X_test, activation, sw2, sb2, depth,
+                architecture=None) -> xr.Dataset:
     """Trainability and generalization metrics of the NTK at every depth 1..L.
 
     For each depth l, with Theta^l from :func:`kernels` (docs/theory.md; Xiao, Pennington and
@@ -111,6 +113,11 @@ def ntk_metrics(X_train, y_train, X_test, activation, sw2, sb2, depth) -> xr.Dat
     X_test : array_like (m, d)
     activation, sw2, sb2, depth
         As in :func:`kernels`.
+    architecture : None or Conv, optional
+        As in :func:`kernels`: ``meanfield.Conv(...)`` takes images (n, H, W, C) and uses the
+        CNTK of docs/theory.md, "Convolutional networks"; chi_1, chi_c and the phase are the
+        fully connected ones (the CNN's pixel diagonal follows the same length map), started at
+        the mean over training images and pixels of Sigma^1_pp(x, x).
 
     Returns
     -------
@@ -118,28 +125,36 @@ def ntk_metrics(X_train, y_train, X_test, activation, sw2, sb2, depth) -> xr.Dat
         Over ``depth`` (and ``test``[, ``output``] for the prediction).  Memory: a few
         (n + m) x n arrays, whatever L.
     """
-    act = get_activation(activation)
-    sw2 = V.variance("sw2", sw2)
-    sb2 = V.variance("sb2", sb2)
-    L = V.depth(depth)
-    Xtr = matrix("X_train", X_train)
-    Xte = matrix("X_test", X_test)
-    if Xte.shape[1] != Xtr.shape[1]:
-        raise ValueError(f"X_test has {Xte.shape[1]} features but X_train has {Xtr.shape[1]}")
-    Y = labels(y_train, Xtr.shape[0])
-    n, m = Xtr.shape[0], Xte.shape[0]
-    Z = np.vstack([Xtr, Xte])
-    rec = setup(act, sw2, sb2, Z,
-                 [(np.arange(n), np.arange(n), True), (np.arange(n, n + m), np.arange(n), False)])
+    if architecture is not None:  # convolutional networks: meanfield/ntk/conv.py
+        act, sw2, sb2, L, n, m, layers, q1, rec = metric_layers(X_train, X_test, activation,
+                                                                sw2, sb2, depth, architecture)
+        Y = labels(y_train, n)
+    else:
+        if np.ndim(X_train) == 4:
+            raise ValueError("X_train is four-dimensional (images?): pass "
+                             "architecture=meanfield.Conv(...) for a convolutional network")
+        act = get_activation(activation)
+        sw2 = V.variance("sw2", sw2)
+        sb2 = V.variance("sb2", sb2)
+        L = V.depth(depth)
+        Xtr = matrix("X_train", X_train)
+        Xte = matrix("X_test", X_test)
+        if Xte.shape[1] != Xtr.shape[1]:
+            raise ValueError(f"X_test has {Xte.shape[1]} features but X_train has {Xtr.shape[1]}")
+        Y = labels(y_train, Xtr.shape[0])
+        n, m = Xtr.shape[0], Xte.shape[0]
+        Z = np.vstack([Xtr, Xte])
+        rec = setup(act, sw2, sb2, Z,
+                    [(np.arange(n), np.arange(n), True), (np.arange(n, n + m), np.arange(n), False)])
+        layers = ((rec.blocks[0].th, rec.blocks[1].th) for _ in rec.iterate(L))
+        q1 = float(np.mean(rec.qz))
     lam_max = np.full(L, np.nan)
     lam_min = np.full(L, np.nan)
     status = np.zeros(L, dtype=np.int8)
     pred = np.full((L, m) + Y.shape[1:], np.nan)
     tiny = n * np.finfo(np.float64).eps
     diag = np.ones(n)  # Theta^l's diagonal at the deepest finite depth
-    for l in rec.iterate(L):
-        Ttr, Tte = rec.blocks[0].th, rec.blocks[1].th
-        k = l - 1
+    for k, (Ttr, Tte) in enumerate(layers):
         if np.all(np.isfinite(np.diagonal(Ttr))) and np.all(np.diagonal(Ttr) > 0):
             diag = np.diagonal(Ttr).copy()
         if not (np.all(np.isfinite(Ttr)) and np.all(np.isfinite(Tte))):
@@ -172,7 +187,7 @@ def ntk_metrics(X_train, y_train, X_test, activation, sw2, sb2, depth) -> xr.Dat
         rate = np.full(L, np.nan)
         rate[1:-1] = diff[1:-1] / diff[:-2]
 
-    res = analyze(act, sw2, sb2, q0=float(np.mean(rec.qz)))
+    res = analyze(act, sw2, sb2, q0=q1)
     rate_mean = 1.0 / res.chi1 if res.phase == "chaotic" else math.nan
     rate_centred = res.chi_c / res.chi1 if res.phase == "chaotic" else math.nan
     if res.phase == "ordered":
@@ -234,6 +249,9 @@ def ntk_metrics(X_train, y_train, X_test, activation, sw2, sb2, depth) -> xr.Dat
         "chi_c": ((), res.chi_c, described("chi_c at the stable correlation fixed point c*")),
     }
     attrs = global_attrs(act, sw2, sb2, rec, f"NTK trainability and generalization metrics: {act.name}")
+    if architecture is not None:
+        attrs.pop("shared_norm", None)
+        attrs.update(architecture.attrs)
     attrs.update({"phase": res.phase, "q_star": res.q_star, "c_star": res.c_star,
                   "analyze_status": res.status, "singular_threshold": "lambda_min <= n * eps * lambda_max"})
     return xr.Dataset(data, coords=coords, attrs=attrs)
