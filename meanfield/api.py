@@ -21,6 +21,8 @@ from .core.vocabulary import CRITICAL_TOL, DEPTH_CONSTANT, Phase, Status
 
 # Kernels on a data set: NNGP, NTK, trainability metrics per depth
 from .ntk import kernels, ntk_metrics, two_point_kernels
+# Infinite-width predictions: NNGP posterior, NTK gradient-flow ensemble
+from .ntk import predict
 
 # Sweeps: chunked, resumable, distributed
 from .sweeps import SweepSpec, load_spec, open_sweep, sweep, sweep_status
@@ -51,6 +53,7 @@ __all__ = [
     "kernels",
     "ntk_metrics",
     "two_point_kernels",
+    "predict",
     # sweeps
     "SweepSpec",
     "load_spec",

@@ -15,6 +15,7 @@ from ..core import validate as V
 from ..core.activation import get_activation
 from ..core.activation import activation_attrs
 from ..core.vocabulary import CONVENTIONS, attrs, described
+from .depths import select_depths
 from .recursion import Block, Recursion, setup
 
 __all__ = ["kernels", "two_point_kernels"]
@@ -57,7 +58,7 @@ def depth_coord(L):
     return ("depth", np.arange(1, L + 1), attrs("depth"))
 
 
-def kernels(X, activation, sw2, sb2, depth, X2=None) -> xr.Dataset:
+def kernels(X, activation, sw2, sb2, depth, X2=None, depths=None) -> xr.Dataset:
     """NNGP and NTK kernels of every layer l = 1..depth, in one pass over depths.
 
     Implements (docs/theory.md, "Kernels on a data set")::
@@ -80,6 +81,10 @@ def kernels(X, activation, sw2, sb2, depth, X2=None) -> xr.Dataset:
         Second set (e.g. test inputs).  When given, the result is the cross-kernel:
         ``i`` indexes the rows of **X2** and ``j`` the rows of **X**
         (``nngp[l, i, j] = Sigma^l(X2[i], X[j])``), the layout of a test x train kernel.
+    depths : int or list of int, optional
+        Keep only these depths (within 1..depth; default all).  The recursion still runs
+        through every layer up to the deepest one requested, but holds only a few n x m
+        arrays besides the kept ones: memory 2 K n m doubles for K kept depths.
 
     Returns
     -------
@@ -118,9 +123,20 @@ def kernels(X, activation, sw2, sb2, depth, X2=None) -> xr.Dataset:
         Z = np.vstack([X, X2])
         blocks = [(np.arange(n, n + m), np.arange(n), False)]
     rec = setup(act, sw2, sb2, Z, blocks)
-    S = np.empty((L, m, n))
-    T = np.empty((L, m, n))
-    rec.compute(L, [(S, T)])
+    if depths is None:
+        S = np.empty((L, m, n))
+        T = np.empty((L, m, n))
+        rec.compute(L, [(S, T)])
+        dcoord = depth_coord(L)
+    else:
+        keep = select_depths(depths, L)
+        S = np.empty((keep.size, m, n))
+        T = np.empty((keep.size, m, n))
+        slot = {int(d): k for k, d in enumerate(keep)}
+        for l in rec.iterate(int(keep[-1])):
+            if l in slot:
+                S[slot[l]], T[slot[l]] = rec.blocks[0].sig, rec.blocks[0].th
+        dcoord = ("depth", keep, attrs("depth"))
     row = "X2" if X2 is not None else "X"
     ds = xr.Dataset(
         {
@@ -128,7 +144,7 @@ def kernels(X, activation, sw2, sb2, depth, X2=None) -> xr.Dataset:
             "ntk": (("depth", "i", "j"), T, described("neural tangent kernel Theta^l (NTK parameterization)")),
         },
         coords={
-            "depth": depth_coord(L),
+            "depth": dcoord,
             "i": ("i", np.arange(m), described(f"row of {row}", "1")),
             "j": ("j", np.arange(n), described("row of X", "1")),
         },

@@ -12,8 +12,9 @@ import xarray as xr
 from ..core import validate as V
 from ..core.activation import get_activation
 from ..core.analysis import analyze
-from ..core.vocabulary import KernelStatus, described, flag_attrs
-from .dataset import depth_coord, global_attrs, matrix
+from ..core.vocabulary import KernelStatus, attrs as var_attrs, described, flag_attrs
+from .dataset import global_attrs, matrix
+from .depths import select_depths
 from .recursion import setup
 
 __all__ = ["ntk_metrics"]
@@ -69,7 +70,7 @@ def _chaotic_rate(res, Y, diag):
     return res.chi_c / res.chi1
 
 
-def ntk_metrics(X_train, y_train, X_test, activation, sw2, sb2, depth) -> xr.Dataset:
+def ntk_metrics(X_train, y_train, X_test, activation, sw2, sb2, depth, depths=None) -> xr.Dataset:
     """Trainability and generalization metrics of the NTK at every depth 1..L.
 
     For each depth l, with Theta^l from :func:`kernels` (docs/theory.md; Xiao, Pennington and
@@ -111,6 +112,12 @@ def ntk_metrics(X_train, y_train, X_test, activation, sw2, sb2, depth) -> xr.Dat
     X_test : array_like (m, d)
     activation, sw2, sb2, depth
         As in :func:`kernels`.
+    depths : int or list of int, optional
+        Evaluate and keep only these depths (default all 1..depth); the recursion still
+        runs through every layer.  Between kept depths l' < l the ratios become per-layer
+        rates: ``condition_ratio`` = (kappa^l / kappa^l')^(1/(l - l')), ``decay_rate``
+        the same power of the difference ratio (NaN unless both neighbours are equally
+        spaced), and the ordered-phase limit extrapolates over that spacing.
 
     Returns
     -------
@@ -122,6 +129,7 @@ def ntk_metrics(X_train, y_train, X_test, activation, sw2, sb2, depth) -> xr.Dat
     sw2 = V.variance("sw2", sw2)
     sb2 = V.variance("sb2", sb2)
     L = V.depth(depth)
+    keep = select_depths(depths, L)
     Xtr = matrix("X_train", X_train)
     Xte = matrix("X_test", X_test)
     if Xte.shape[1] != Xtr.shape[1]:
@@ -131,15 +139,20 @@ def ntk_metrics(X_train, y_train, X_test, activation, sw2, sb2, depth) -> xr.Dat
     Z = np.vstack([Xtr, Xte])
     rec = setup(act, sw2, sb2, Z,
                  [(np.arange(n), np.arange(n), True), (np.arange(n, n + m), np.arange(n), False)])
+    slot = {int(d): k for k, d in enumerate(keep)}
+    L = keep.size  # from here on, arrays run over the kept depths
+    gap = np.diff(keep).astype(np.float64)  # gap[k] = keep[k + 1] - keep[k]
     lam_max = np.full(L, np.nan)
     lam_min = np.full(L, np.nan)
     status = np.zeros(L, dtype=np.int8)
     pred = np.full((L, m) + Y.shape[1:], np.nan)
     tiny = n * np.finfo(np.float64).eps
     diag = np.ones(n)  # Theta^l's diagonal at the deepest finite depth
-    for l in rec.iterate(L):
+    for l in rec.iterate(int(keep[-1])):
+        if l not in slot:
+            continue
         Ttr, Tte = rec.blocks[0].th, rec.blocks[1].th
-        k = l - 1
+        k = slot[l]
         if np.all(np.isfinite(np.diagonal(Ttr))) and np.all(np.diagonal(Ttr) > 0):
             diag = np.diagonal(Ttr).copy()
         if not (np.all(np.isfinite(Ttr)) and np.all(np.isfinite(Tte))):
@@ -164,13 +177,14 @@ def ntk_metrics(X_train, y_train, X_test, activation, sw2, sb2, depth) -> xr.Dat
         # number is infinite at working precision, whatever the ratio's digits say.
         kappa[status == STATUS_SINGULAR] = np.inf
         cond_ratio = np.full(L, np.nan)
-        cond_ratio[1:] = kappa[1:] / kappa[:-1]
+        cond_ratio[1:] = (kappa[1:] / kappa[:-1]) ** (1.0 / gap)
         diff = np.full(L, np.nan)  # diff[k] = |P^{k+1} - P^k|
         for k in range(L - 1):
             if ok[k] and ok[k + 1]:
                 diff[k] = _rms(pred[k + 1] - pred[k])
         rate = np.full(L, np.nan)
-        rate[1:-1] = diff[1:-1] / diff[:-2]
+        rate[1:-1] = (diff[1:-1] / diff[:-2]) ** (1.0 / gap[1:])
+        rate[1:-1][gap[1:] != gap[:-1]] = np.nan  # unequal spacing: no per-layer rate
 
     res = analyze(act, sw2, sb2, q0=float(np.mean(rec.qz)))
     rate_mean = 1.0 / res.chi1 if res.phase == "chaotic" else math.nan
@@ -194,14 +208,18 @@ def ntk_metrics(X_train, y_train, X_test, activation, sw2, sb2, depth) -> xr.Dat
         kL = good[-1]
         r = rate[kL - 1]
         if 0.0 < r < 1.0:
-            limit = pred[kL] + (pred[kL] - pred[kL - 1]) * r / (1.0 - r)
-            limit_note = f"geometric extrapolation from depths {kL} and {kL + 1} with rate {r:.6g}"
+            rg = r ** gap[kL - 1]  # the rate over one step between kept depths
+            limit = pred[kL] + (pred[kL] - pred[kL - 1]) * rg / (1.0 - rg)
+            limit_note = (f"geometric extrapolation from depths {keep[kL - 1]} and {keep[kL]} "
+                          f"with rate {r:.6g}")
         else:
-            limit_note = f"not extrapolated: fitted rate {r:.6g} at depth {kL} is not in (0, 1)"
+            limit_note = (f"not extrapolated: fitted rate {r:.6g} at depth {keep[kL - 1]} is not in "
+                          f"(0, 1)")
     dist = np.array([_rms(pred[k] - limit) if ok[k] else np.nan for k in range(L)])
 
     pdims = ("depth", "test") + (("output",) if Y.ndim == 2 else ())
-    coords = {"depth": depth_coord(L), "test": ("test", np.arange(m), described("row of X_test"))}
+    coords = {"depth": ("depth", keep, var_attrs("depth")),
+              "test": ("test", np.arange(m), described("row of X_test"))}
     if Y.ndim == 2:
         coords["output"] = ("output", np.arange(Y.shape[1]), described("column of y_train"))
     data = {
