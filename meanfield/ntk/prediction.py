@@ -74,7 +74,7 @@ def _times(t):
         raise ValueError(f"t must be a scalar or a non-empty 1-D array, got shape {arr.shape}")
     if np.any(np.isnan(arr)) or np.any(arr < 0):
         raise ValueError("t must be >= 0 (inf allowed: trained to convergence), got "
-                         f"{arr[np.isnan(arr) | (arr < 0)][0]!r}")
+                         f"{float(arr[np.isnan(arr) | (arr < 0)][0]):g}")
     return arr, scalar
 
 
