@@ -94,7 +94,8 @@ def generalization(activation="tanh", sw2=np.linspace(0.8, 4.0, 9), sb2=0.05, *,
         training kernel; over sw2 the mean-field ``xi_c``, ``chi1``, ``phase`` (from
         :func:`meanfield.analyze` at the data's q^1 = sw2 + sb2) and the measured
         ``chance_depth`` / ``singular_depth`` (kernel, sw2): the first scored depth at which
-        the accuracy is at chance, or the kernel singular (NaN if none).
+        the accuracy is at chance, and the depth from which the kernel stays singular
+        (NaN if none).
     """
     act = get_activation(activation)
     sb2 = V.variance("sb2", sb2)
@@ -137,7 +138,7 @@ def generalization(activation="tanh", sw2=np.linspace(0.8, 4.0, 9), sb2=0.05, *,
             "chance_depth": (("kernel", "sw2"), chance_d, described(
                 "first scored depth with accuracy at chance (<= chance_threshold)", "layers")),
             "singular_depth": (("kernel", "sw2"), sing_d, described(
-                "first scored depth whose training kernel is numerically singular", "layers")),
+                "depth from which the training kernel stays numerically singular", "layers")),
             "xi_c": (("sw2",), np.array([r.xi_c for r in res]), described(
                 "correlation depth scale xi_c (mean field)", "layers")),
             "max_depth": (("sw2",), np.array([depth_constant * r.xi_c for r in res]), described(
@@ -171,12 +172,18 @@ def generalization(activation="tanh", sw2=np.linspace(0.8, 4.0, 9), sb2=0.05, *,
 
 
 def chance_depths(acc, status, depths, threshold):
-    """First depth (along the last axis) whose accuracy is <= threshold, and the first whose
-    status is not OK; NaN where none."""
+    """First depth (along the last axis) whose accuracy is <= threshold, and the depth from
+    which the training kernel stays singular down to the deepest scored depth (a singular
+    depth 1 followed by regular ones, the rank-deficient linear kernel of n > d + 1 inputs,
+    does not count); NaN where none."""
     at_chance = acc <= threshold
-    bad = status != int(KernelStatus.OK)
     first = np.where(at_chance.any(-1), depths[np.argmax(at_chance, axis=-1)], -1).astype(float)
-    sing = np.where(bad.any(-1), depths[np.argmax(bad, axis=-1)], -1).astype(float)
+    ok = status == int(KernelStatus.OK)
+    # index of the last regular depth + 1; the tail after it is singular
+    last_ok = np.where(ok.any(-1), ok.shape[-1] - 1 - np.argmax(ok[..., ::-1], axis=-1), -1)
+    start = last_ok + 1
+    sing = np.where(start < ok.shape[-1], depths[np.minimum(start, ok.shape[-1] - 1)], -1)
+    sing = sing.astype(float)
     first[first < 0] = np.nan
     sing[sing < 0] = np.nan
     return first, sing
