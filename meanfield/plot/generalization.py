@@ -26,7 +26,7 @@ def _edges(v, log=False):
 def plot_generalization(ds):
     """One panel per predictor: accuracy over (sw2, depth), log depth axis.
 
-    Grey hatched cells: the training kernel is numerically singular at float64 (no
+    Grey cells: the training kernel is numerically singular at float64 (no
     prediction).  Overlays: the critical sw2 (dotted), xi_c and ``depth_constant`` xi_c
     (dashed, from :func:`meanfield.analyze` on a fine sw2 grid), and the measured first
     depth at chance (white crosses).
@@ -53,7 +53,7 @@ def plot_generalization(ds):
     for ax, kind in zip(axes[0], kinds):
         acc = ds.accuracy.sel(kernel=kind).transpose("depth", "sw2").values
         ax.pcolormesh(ew, eL, np.where(np.isnan(acc), 1.0, np.nan), cmap="Greys", vmin=0, vmax=4,
-                      hatch="//", shading="flat")
+                      shading="flat")
         mesh = ax.pcolormesh(ew, eL, acc, cmap="viridis", vmin=0.0, vmax=1.0, shading="flat")
         with np.errstate(invalid="ignore"):
             ax.plot(wf, xi, "w:", lw=1.4, label=r"$\xi_c$")
@@ -73,5 +73,5 @@ def plot_generalization(ds):
         ax.legend(fontsize=7, loc="lower left", framealpha=0.6)
     fig.colorbar(mesh, ax=axes[0, -1], label="test accuracy")
     fig.suptitle(f"{a['activation']} on digits ({a['n_train']} train / {a['n_test']} test), "
-                 f"$\\sigma_b^2$ = {a['sb2']:g}; hatched: kernel singular at float64", fontsize=10)
+                 f"$\\sigma_b^2$ = {a['sb2']:g}; grey: kernel singular at float64", fontsize=10)
     return fig
