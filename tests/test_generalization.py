@@ -71,3 +71,13 @@ def test_cli(tmp_path, capsys):
     code = main(["generalization", "relu", "--sw2", "1.5", "-o", str(out)])  # exists
     _, err = capsys.readouterr()
     assert code == 2 and ("exists" in err or "overwrite" in err)
+
+
+def test_finite_network_learns():
+    from meanfield.experiments.generalization import finite_network
+
+    acc = finite_network("tanh", [1.0, 1.5], 0.05, 2, width=32, steps=300, n_train=200,
+                         n_test=100)
+    assert acc.shape == (2,) and np.all(acc > 0.5)  # well above chance (0.1) after training
+    untrained = finite_network("tanh", [1.0], 0.05, 2, width=32, steps=0, n_train=200, n_test=100)
+    assert untrained[0] < 0.4

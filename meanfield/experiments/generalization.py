@@ -30,9 +30,10 @@ from ..core.critical import critical_sw2
 from ..core.vocabulary import DEPTH_CONSTANT, KernelStatus, described, flag_attrs
 from ..ntk.depths import select_depths
 from ..ntk.prediction import PREDICTORS, predictions
-from .trainability import N_CLASSES, digits_data
+from .trainability import N_CLASSES, _evaluate, _Fast, _forward, _init, digits_data
 
-__all__ = ["generalization", "chance_depths", "digits_split", "CHANCE", "chance_threshold"]
+__all__ = ["generalization", "chance_depths", "digits_split", "finite_network", "CHANCE",
+           "chance_threshold"]
 
 CHANCE = 1.0 / N_CLASSES
 # An accuracy within this many binomial standard deviations of CHANCE counts as chance.
@@ -187,3 +188,46 @@ def chance_depths(acc, status, depths, threshold):
     first[first < 0] = np.nan
     sing[sing < 0] = np.nan
     return first, sing
+
+
+def finite_network(activation, sw2, sb2, depth, *, width=128, steps=2000, batch_size=32,
+                   learning_rate=0.01, n_train=500, n_test=500, seed=0):
+    """Test accuracy of finite networks trained by SGD on the split of :func:`digits_split`.
+
+    The networks of :mod:`meanfield.experiments.trainability` (``depth`` hidden layers of
+    ``width`` units and a linear readout to 10 outputs, W ~ N(0, sw2/fan_in), b ~ N(0, sb2),
+    standard parameterization; all sw2 trained together as a batch), here trained with
+    minibatch SGD on the mean squared error (1/(2B)) sum (f - y)^2 against the same targets
+    as the kernel predictors (one-hot minus 1/10), so the two are compared on one loss.  A
+    network whose outputs overflow is frozen and scores its (wrong) non-finite outputs.
+
+    Returns
+    -------
+    ndarray
+        Test accuracy per sw2.
+    """
+    act = _Fast(get_activation(activation))
+    w = V.variance_array("sw2", sw2)
+    depth = V.depth(depth)
+    Xtr, Ytr, Xte, yte, _ = digits_split(n_train, n_test, seed)
+    rng = np.random.default_rng(V.integer("seed", seed, 0))
+    Ws, bs = _init(rng, w, V.variance("sb2", sb2), [Xtr.shape[1]] + [width] * depth + [N_CLASSES])
+    alive = np.ones(w.size, dtype=bool)
+    order = np.empty(0, dtype=np.int64)
+    for _ in range(V.integer("steps", steps, 0)):
+        if order.size < batch_size:
+            order = np.concatenate([order, rng.permutation(len(Xtr))])
+        idx, order = order[:batch_size], order[batch_size:]
+        zs, hs, out = _forward(act, Ws, bs, Xtr[idx])
+        g = (out - Ytr[idx]) / batch_size  # d loss / d output
+        alive &= np.all(np.isfinite(g), axis=(1, 2))
+        delta = np.where(alive[:, None, None], g, 0.0)
+        for layer in range(depth, -1, -1):
+            gW = delta.transpose(0, 2, 1) @ hs[layer]
+            gb = delta.sum(axis=1, keepdims=True)
+            if layer > 0:
+                delta = (delta @ Ws[layer]) * act.derivative(zs[layer - 1])
+            Ws[layer] -= learning_rate * gW
+            bs[layer] -= learning_rate * gb
+    acc, _ = _evaluate(act, Ws, bs, Xte, yte)
+    return acc
