@@ -224,7 +224,8 @@ def _dataset(kind, o, keep, times, scalar_t, Y, m, act, sw2, sb2, rec, diag_reg)
     t_units = "gradient-flow time, learning rate 1, loss (1/(2 n k)) sum (f - y)^2"
     if times is not None:
         tval = times[0] if scalar_t else times
-        coords["time"] = (() if scalar_t else ("time",), tval, described("training time t", t_units))
+        coords["time"] = (() if scalar_t else ("time",), tval,
+                          described("training time t", t_units))
     gname = "Theta" if kind == "ntk" else "Sigma"
     what = ("NTK ensemble trained by gradient flow" if kind == "ntk"
             else "NNGP posterior (readout trained by gradient flow)")
@@ -244,13 +245,15 @@ def _dataset(kind, o, keep, times, scalar_t, Y, m, act, sw2, sb2, rec, diag_reg)
             f"smallest eigenvalue of the regularised {gname}^l on the train set")),
         "lambda_max": ("depth", o["lam_max"], described(
             f"largest eigenvalue of the regularised {gname}^l on the train set")),
-        "condition_number": ("depth", kappa, described("lambda_max / lambda_min (inf if singular)")),
+        "condition_number": ("depth", kappa,
+                             described("lambda_max / lambda_min (inf if singular)")),
         "singular": ("depth", o["status"] != OK, described(
             "the train kernel is unusable at this depth (reason in status)")),
         "status": ("depth", o["status"], {**flag_attrs(KernelStatus, "kernel status per depth"),
                                           "units": "1"}),
     }
-    attrs = global_attrs(act, sw2, sb2, rec, f"infinite-width {kind.upper()} predictions: {act.name}")
+    attrs = global_attrs(act, sw2, sb2, rec,
+                         f"infinite-width {kind.upper()} predictions: {act.name}")
     attrs.update({"kernel": kind, "diag_reg": diag_reg,
                   "diag_reg_convention": "G_tt + diag_reg * trace(G_tt) / n * I",
                   "time_convention": t_units + "; exp(-G_tt t / (n k))",
@@ -268,7 +271,8 @@ def predict(X_train, y_train, X_test, activation, sw2, sb2, depth, kernel="ntk",
     G_tt + diag_reg tr(G_tt)/n I, and N = n k the number of targets::
 
         mean_t = G_*t G_tt^{-1} (I - exp(-G_tt t/N)) Y
-        NTK:   cov_t = K_** + A_t K_tt A_t^T - A_t K_t* - K_*t A_t^T,   A_t = G_*t G_tt^{-1}(I - e^{-G_tt t/N})
+        A_t  = G_*t G_tt^{-1} (I - exp(-G_tt t/N))
+        NTK:   cov_t = K_** + A_t K_tt A_t^T - A_t K_t* - K_*t A_t^T
         NNGP:  cov_t = K_** - K_*t G_tt^{-1} (I - exp(-2 G_tt t/N)) K_t*
 
     (K = Sigma^l, the NNGP kernel: the law of the network at initialisation.)  t = None is
@@ -295,7 +299,8 @@ def predict(X_train, y_train, X_test, activation, sw2, sb2, depth, kernel="ntk",
     Returns
     -------
     xarray.Dataset
-        ``prediction`` (the mean; depth[, time], test[, output]), ``variance`` (depth[, time], test),
+        ``prediction`` (the mean; depth[, time], test[, output]), ``variance``
+        (depth[, time], test),
         ``lambda_min``, ``lambda_max``, ``condition_number``, ``singular``, ``status``
         (depth).  A depth whose G_tt is not finite, has lambda_min <= n eps lambda_max or
         fails Cholesky is flagged in ``status``; its t = inf predictions are NaN (finite t:
