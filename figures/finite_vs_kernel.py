@@ -4,7 +4,8 @@
 
 tanh, sb2 = 0.05, at an ordered, the critical and a chaotic sw2, at depth 16 (or the depths
 given as arguments); digits split 200 / 200 (seed 0) as in figures/generalization_tanh.png.
-Prints a Markdown table.  Depth 16 takes ~3 CPU minutes, deeper networks proportionally more.
+Prints a Markdown table.  Depth 16 takes ~3 CPU minutes, deeper networks proportionally more;
+on a loaded machine set OPENBLAS_NUM_THREADS=1 (the matrices are small: threads only wait).
 """
 
 import sys
