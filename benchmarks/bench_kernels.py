@@ -15,7 +15,14 @@ Accuracy: erf and relu are compared entrywise with the NumPy closed forms; tanh 
 checks the Chebyshev interpolant the fast path uses.
 
 Inputs are Gaussian vectors scaled to |x|^2/d = 1 (points on a sphere), the setting of
-the shared-norm fast path.  Each timed call is preceded by an identical warm-up call, so
+the shared-norm fast path; ``--raw`` scales them by factors uniform in [0.85, 1.15] (norms
+that differ, as real features do) and ``--both`` runs the two sets one after the other.
+
+neural-tangents (``benchmarks/nt_kernels.py``: ``stax`` in the NTK parameterization, float64,
+jitted, best of three after a compiling warm-up) is timed on the same inputs in the same run
+when an interpreter with it is found: ``--nt-python PATH``, else ``$MEANFIELD_NT_PYTHON``,
+else this interpreter if it imports neural_tangents; otherwise its column says "skipped"
+and why.  It has closed forms for erf, relu and gelu only (tanh: skipped).  Each timed call is preceded by an identical warm-up call, so
 the numbers exclude Numba compilation/cache loading and the first touch of fresh memory
 pages (on a VM that first touch alone costs ~1.3 s per GB).  Peak memory is measured with
 ``tracemalloc`` in a separate call (tracing slows NumPy down), and counts Python/NumPy
@@ -166,6 +173,96 @@ def per_pair_reference(X, act, sw2, sb2, L):
     return S, T
 
 
+NT_SCRIPT = os.path.join(os.path.dirname(os.path.abspath(__file__)), "nt_kernels.py")
+
+
+def nt_python(given):
+    """The interpreter that runs neural-tangents, or (None, why not)."""
+    import subprocess
+
+    for cand in (given, os.environ.get("MEANFIELD_NT_PYTHON")):
+        if cand:
+            return (cand, None) if os.path.exists(cand) else (None, f"{cand} does not exist")
+    ok = subprocess.run([sys.executable, "-c", "import neural_tangents"],
+                        capture_output=True).returncode == 0
+    return (sys.executable, None) if ok else (None, "neural-tangents is not installed "
+                                              "(--nt-python or $MEANFIELD_NT_PYTHON)")
+
+
+def neural_tangents(py, X, act, sw2, sb2, L):
+    """(seconds, last-layer nngp, ntk) from nt_kernels.py, or (None, reason, None)."""
+    import json
+    import subprocess
+    import tempfile
+
+    with tempfile.TemporaryDirectory() as tmp:
+        src, dst = os.path.join(tmp, "x.npy"), os.path.join(tmp, "k.npz")
+        np.save(src, X)
+        env = {**os.environ, "JAX_PLATFORMS": "cpu", "TF_CPP_MIN_LOG_LEVEL": "3"}
+        r = subprocess.run([py, NT_SCRIPT, act, repr(sw2), repr(sb2), str(L), src, dst],
+                           capture_output=True, text=True, env=env)
+        lines = [ln for ln in r.stdout.splitlines() if ln.startswith("{")]
+        if r.returncode != 0 or not lines:
+            tail = (r.stderr.strip().splitlines() or ["failed"])[-1]
+            return None, f"failed: {tail}", None
+        out = json.loads(lines[-1])
+        if "skipped" in out:
+            return None, out["skipped"], None
+        k = np.load(dst)
+        return out["seconds"], k["nngp"], k["ntk"]
+
+
+def run_cases(X, cases, nt):
+    """Time every case on inputs X; one table row each, plus the neural-tangents line."""
+    print(f"{'activation':<10} {'meanfield s':>12} {'peak MB':>8} {'numpy s':>12} {'peak MB':>8} "
+          f"{'speed-up':>8}  accuracy")
+    for act, sw2, sb2 in cases:
+        run_case(X, act, sw2, sb2, nt)
+
+
+def run_case(X, act, sw2, sb2, nt):
+    t_ours, (S, T) = timed(ours, X, act, sw2, sb2, DEPTH)
+    m_ours = peak_mb(ours, X, act, sw2, sb2, DEPTH)
+    if act == "gelu":
+        print(f"{act:<10} {t_ours:>12.3f} {m_ours:>8.0f} {'-':>12} {'-':>8} {'-':>8}  "
+              f"(no plain numpy GELU kernel; tests/test_closed_gelu.py checks the closed form)")
+    else:
+        compare_numpy(X, act, sw2, sb2, t_ours, m_ours, S, T)
+    py, why = nt
+    if py is None:
+        print(f"{'':<10} neural-tangents: skipped ({why})")
+        return
+    t_nt, Snt, Tnt = neural_tangents(py, X, act, sw2, sb2, DEPTH)
+    if t_nt is None:
+        print(f"{'':<10} neural-tangents: skipped ({Snt})")
+        return
+    print(f"{'':<10} neural-tangents {t_nt:.3f} s (meanfield {t_nt / t_ours:.2f}x its speed); "
+          f"depth {DEPTH} max rel. diff: nngp {rel_err(S[-1], Snt):.1e}, ntk {rel_err(T[-1], Tnt):.1e}")
+
+
+def compare_numpy(X, act, sw2, sb2, t_ours, m_ours, S, T):
+    if act == "tanh":
+        Xs = X[:N_SUB]
+        t_sub, (Sb, Tb) = timed(tanh_baseline, Xs, sw2, sb2, DEPTH)
+        scale = (N * (N + 1) / 2) / (N_SUB * (N_SUB + 1) / 2)
+        t_np = t_sub * scale
+        m_np = peak_mb(tanh_baseline, Xs, sw2, sb2, DEPTH)
+        np_note = f" (GH {GH_NODES}^2 on n={N_SUB}, x{scale:.0f})"
+        Sr, Tr = per_pair_reference(X[:N_REF], act, sw2, sb2, DEPTH)
+        acc = (f"vs per-pair 2-D quadrature (n={N_REF}): nngp {scaled_err(S[:, :N_REF, :N_REF], Sr):.1e}, "
+               f"ntk {scaled_err(T[:, :N_REF, :N_REF], Tr):.1e} (max abs / max); "
+               f"GH baseline vs ours: nngp {scaled_err(Sb, S[:, :N_SUB, :N_SUB]):.1e}")
+    else:
+        base = numpy_erf if act == "erf" else numpy_relu
+        t_np, (Sb, Tb) = timed(base, X, sw2, sb2, DEPTH)
+        m_np = peak_mb(base, X, sw2, sb2, DEPTH)
+        np_note = ""
+        acc = (f"max rel. diff vs numpy closed form: nngp {rel_err(S, Sb):.1e}, "
+               f"ntk {rel_err(T, Tb):.1e}")
+    print(f"{act:<10} {t_ours:>12.3f} {m_ours:>8.0f} {t_np:>12.3f} {m_np:>8.0f} "
+          f"{t_np / t_ours:>8.1f}  {acc}{np_note}")
+
+
 def main():
     import argparse
 
@@ -173,49 +270,25 @@ def main():
     ap.add_argument("--raw", action="store_true",
                     help="raw inputs whose norms differ by up to +-15%% (as real features do) "
                          "instead of inputs on a sphere; runs erf, relu and gelu (closed forms)")
+    ap.add_argument("--both", action="store_true",
+                    help="inputs on a sphere, then raw inputs, in one run")
+    ap.add_argument("--nt-python", help="interpreter with neural-tangents and jax for the "
+                                        "comparison column (default $MEANFIELD_NT_PYTHON)")
     args = ap.parse_args()
     rng = np.random.default_rng(2024)
     X = rng.standard_normal((N, DIM))
     X *= np.sqrt(DIM) / np.linalg.norm(X, axis=1, keepdims=True)
-    cases = CASES
-    if args.raw:
-        X *= rng.uniform(0.85, 1.15, size=(N, 1))
-        # tanh on raw inputs takes the per-pair 2-D quadrature path (minutes); not timed here.
-        cases = [c for c in CASES if c[0] != "tanh"] + [("gelu", 2.0, 0.05)]
-    print(f"NNGP + NTK, n = {N}, d = {DIM}, depths 1..{DEPTH}, "
-          f"{'raw inputs (norms +-15%)' if args.raw else 'inputs on a sphere'}; "
-          f"{os.cpu_count()} cores, numba threads = {KN.nb.get_num_threads()}")
-    print(f"{'activation':<10} {'meanfield s':>12} {'peak MB':>8} {'numpy s':>12} {'peak MB':>8} "
-          f"{'speed-up':>8}  accuracy")
-    for act, sw2, sb2 in cases:
-        t_ours, (S, T) = timed(ours, X, act, sw2, sb2, DEPTH)
-        m_ours = peak_mb(ours, X, act, sw2, sb2, DEPTH)
-        if act == "gelu":
-            print(f"{act:<10} {t_ours:>12.3f} {m_ours:>8.0f} {'-':>12} {'-':>8} {'-':>8}  "
-                  f"(no plain numpy GELU kernel; tests/test_closed_gelu.py checks the closed form)")
-            del S, T
-            continue
-        if act == "tanh":
-            Xs = X[:N_SUB]
-            t_sub, (Sb, Tb) = timed(tanh_baseline, Xs, sw2, sb2, DEPTH)
-            scale = (N * (N + 1) / 2) / (N_SUB * (N_SUB + 1) / 2)
-            t_np = t_sub * scale
-            m_np = peak_mb(tanh_baseline, Xs, sw2, sb2, DEPTH)
-            np_note = f" (GH {GH_NODES}^2 on n={N_SUB}, x{scale:.0f})"
-            Sr, Tr = per_pair_reference(X[:N_REF], act, sw2, sb2, DEPTH)
-            acc = (f"vs per-pair 2-D quadrature (n={N_REF}): nngp {scaled_err(S[:, :N_REF, :N_REF], Sr):.1e}, "
-                   f"ntk {scaled_err(T[:, :N_REF, :N_REF], Tr):.1e} (max abs / max); "
-                   f"GH baseline vs ours: nngp {scaled_err(Sb, S[:, :N_SUB, :N_SUB]):.1e}")
-        else:
-            base = numpy_erf if act == "erf" else numpy_relu
-            t_np, (Sb, Tb) = timed(base, X, sw2, sb2, DEPTH)
-            m_np = peak_mb(base, X, sw2, sb2, DEPTH)
-            np_note = ""
-            acc = (f"max rel. diff vs numpy closed form: nngp {rel_err(S, Sb):.1e}, "
-                   f"ntk {rel_err(T, Tb):.1e}")
-        print(f"{act:<10} {t_ours:>12.3f} {m_ours:>8.0f} {t_np:>12.3f} {m_np:>8.0f} "
-              f"{t_np / t_ours:>8.1f}  {acc}{np_note}")
-        del S, T, Sb, Tb
+    Xraw = X * rng.uniform(0.85, 1.15, size=(N, 1))
+    # tanh on raw inputs takes the per-pair 2-D quadrature path (minutes); not timed here.
+    raw_cases = [c for c in CASES if c[0] != "tanh"] + [("gelu", 2.0, 0.05)]
+    nt = nt_python(args.nt_python)
+    runs = ([("inputs on a sphere", X, CASES)] if not args.raw or args.both else [])
+    if args.raw or args.both:
+        runs.append(("raw inputs (norms +-15%)", Xraw, raw_cases))
+    for label, Xs, cases in runs:
+        print(f"NNGP + NTK, n = {N}, d = {DIM}, depths 1..{DEPTH}, {label}; "
+              f"{os.cpu_count()} cores, numba threads = {KN.nb.get_num_threads()}")
+        run_cases(Xs, cases, nt)
 
 
 if __name__ == "__main__":

@@ -33,7 +33,7 @@ HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE.parent))
 
 import meanfield as mf  # noqa: E402
-from meanfield.sweeps.output import save_figure  # noqa: E402
+from meanfield.sweeps.output import save_figure, write_file  # noqa: E402
 SWEEPS = HERE.parent / "sweeps"
 DPI = 150
 # Keep every STRIDE-th grid point of a spec's axes (both end points are kept).
@@ -146,9 +146,37 @@ def critical_lines():
     return mf.plot.critical_lines(acts)
 
 
+# The generalization phase diagram (Xiao et al. 2020): digits split, sw2 grids, depths scored.
+# 200 / 200 images keep both targets to a few minutes on a shared 2-core machine.
+GEN_TRAIN, GEN_TEST, GEN_SEED = 200, 200, 0
+GEN_DEPTHS = (1, 2, 3, 4, 6, 8, 12, 16, 24, 32, 48, 64, 96, 128)
+GEN_SW2 = {"tanh": [0.6, 0.9, 1.2, 1.5, 2.1, 2.5, 3.0, 4.0],  # + the critical 1.761
+           "relu": [0.6, 1.0, 1.4, 1.7, 2.3, 2.6, 3.0]}  # + the critical 2 (unbounded beyond)
+
+
+def _generalization(act):
+    from meanfield.experiments.generalization import generalization
+
+    ds = generalization(act, GEN_SW2[act], SB2, depths=GEN_DEPTHS, n_train=GEN_TRAIN,
+                        n_test=GEN_TEST, seed=GEN_SEED)
+    # the numbers quoted in the README
+    write_file(HERE / f"generalization_{act}.nc", ds.to_netcdf, "netcdf", overwrite=True)
+    return mf.plot.plot_generalization(ds)
+
+
+def generalization_tanh():
+    """Test accuracy of the NNGP/NTK predictors over (sw2, depth), tanh on digits, xi_c overlaid."""
+    return _generalization("tanh")
+
+
+def generalization_relu():
+    """Test accuracy of the NNGP/NTK predictors over (sw2, depth), relu on digits, xi_c overlaid."""
+    return _generalization("relu")
+
+
 TARGETS = {f.__name__: f for f in (tanh_phase, activations_phase, tanh_dropout_phase, length_map,
                                     correlation_map, depth_profiles, depth_scales, ntk_trainability,
-                                    critical_lines)}
+                                    critical_lines, generalization_tanh, generalization_relu)}
 
 
 def main(argv=None) -> int:

@@ -22,6 +22,8 @@ from .core.vocabulary import CRITICAL_TOL, DEPTH_CONSTANT, Phase, Status
 # Kernels on a data set: NNGP, NTK, trainability metrics per depth
 from .ntk import kernels, ntk_metrics, two_point_kernels
 from .ntk import Conv  # convolutional architecture for kernels / ntk_metrics
+# Infinite-width predictions: NNGP posterior, NTK gradient-flow ensemble
+from .ntk import predict
 
 # Sweeps: chunked, resumable, distributed
 from .sweeps import SweepSpec, load_spec, open_sweep, sweep, sweep_status
@@ -53,6 +55,7 @@ __all__ = [
     "ntk_metrics",
     "two_point_kernels",
     "Conv",
+    "predict",
     # sweeps
     "SweepSpec",
     "load_spec",

@@ -12,7 +12,7 @@ import os
 import sys
 
 from ..explore import command as explore
-from . import core_commands, experiments, kernel, plot, sweep
+from . import core_commands, experiments, generalization, kernel, plot, predict, sweep
 from ..sweeps.output import os_error_text
 from .options import Parser, UsageError, parse_range
 
@@ -20,7 +20,7 @@ __all__ = ["main", "build_parser", "parse_range"]
 
 # The subcommand modules, registered statically (no optional imports: each is part of the
 # package; `explore` imports Panel only when it runs).
-COMMANDS = (core_commands, kernel, experiments, sweep, plot, explore)
+COMMANDS = (core_commands, kernel, predict, experiments, generalization, sweep, plot, explore)
 
 
 def build_parser():

@@ -17,6 +17,7 @@ from ..core.activation import get_activation
 from ..core.activation import activation_attrs
 from ..core.vocabulary import CONVENTIONS, attrs, described
 from .conv import conv_kernels
+from .depths import select_depths
 from .recursion import Block, Recursion, setup
 
 __all__ = ["kernels", "two_point_kernels"]
@@ -59,7 +60,8 @@ def depth_coord(L):
     return ("depth", np.arange(1, L + 1), attrs("depth"))
 
 
-def kernels(X, activation, sw2, sb2, depth, X2=None, architecture=None) -> xr.Dataset:
+def kernels(X, activation, sw2, sb2, depth, X2=None, architecture=None,
+            depths=None) -> xr.Dataset:
     """NNGP and NTK kernels of every layer l = 1..depth, in one pass over depths.
 
     Implements (docs/theory.md, "Kernels on a data set")::
@@ -86,6 +88,10 @@ def kernels(X, activation, sw2, sb2, depth, X2=None, architecture=None) -> xr.Da
         None (default): the fully connected network above.  ``meanfield.Conv(...)``: a
         convolutional network on images X of shape (n, H, W, C) (X2: (m, H, W, C)); see
         :func:`meanfield.ntk.conv.conv_kernels` and docs/theory.md, "Convolutional networks".
+    depths : int or list of int, optional
+        Keep only these depths (within 1..depth; default all).  The recursion still runs
+        through every layer up to the deepest one requested, but holds only a few n x m
+        arrays besides the kept ones: memory 2 K n m doubles for K kept depths.
 
     Returns
     -------
@@ -107,7 +113,9 @@ def kernels(X, activation, sw2, sb2, depth, X2=None, architecture=None) -> xr.Da
         negative variances, unknown activation.
     """
     if architecture is not None:  # convolutional networks: meanfield/ntk/conv.py
-        return conv_kernels(X, activation, sw2, sb2, depth, architecture, X2=X2)
+        ds = conv_kernels(X, activation, sw2, sb2, depth, architecture, X2=X2)
+        # (the convolutional recursion stores every depth; depths= only selects afterwards)
+        return ds if depths is None else ds.sel(depth=select_depths(depths, ds.sizes["depth"]))
     if np.ndim(X) == 4:
         raise ValueError("X is four-dimensional (images?): pass architecture=meanfield.Conv(...) "
                          "for a convolutional network, or reshape X to (samples, features)")
@@ -128,12 +136,24 @@ def kernels(X, activation, sw2, sb2, depth, X2=None, architecture=None) -> xr.Da
         m = X2.shape[0]
         Z = np.vstack([X, X2])
         blocks = [(np.arange(n, n + m), np.arange(n), False)]
-    # the output (2 L m n doubles) and the recursion's work arrays (a few m x n)
-    check_memory(8.0 * (2 * L + 6) * m * n, f"kernels of {m} x {n} inputs at depths 1..{L}")
+    keep = None if depths is None else select_depths(depths, L)
+    kept = L if keep is None else keep.size
+    # the output (2 K m n doubles for K kept depths) and the recursion's work arrays (a few m x n)
+    check_memory(8.0 * (2 * kept + 6) * m * n, f"kernels of {m} x {n} inputs at {kept} depths")
     rec = setup(act, sw2, sb2, Z, blocks)
-    S = np.empty((L, m, n))
-    T = np.empty((L, m, n))
-    rec.compute(L, [(S, T)])
+    if keep is None:
+        S = np.empty((L, m, n))
+        T = np.empty((L, m, n))
+        rec.compute(L, [(S, T)])
+        dcoord = depth_coord(L)
+    else:
+        S = np.empty((keep.size, m, n))
+        T = np.empty((keep.size, m, n))
+        slot = {int(d): k for k, d in enumerate(keep)}
+        for l in rec.iterate(int(keep[-1])):
+            if l in slot:
+                S[slot[l]], T[slot[l]] = rec.blocks[0].sig, rec.blocks[0].th
+        dcoord = ("depth", keep, attrs("depth"))
     row = "X2" if X2 is not None else "X"
     ds = xr.Dataset(
         {
@@ -141,7 +161,7 @@ def kernels(X, activation, sw2, sb2, depth, X2=None, architecture=None) -> xr.Da
             "ntk": (("depth", "i", "j"), T, described("neural tangent kernel Theta^l (NTK parameterization)")),
         },
         coords={
-            "depth": depth_coord(L),
+            "depth": dcoord,
             "i": ("i", np.arange(m), described(f"row of {row}", "1")),
             "j": ("j", np.arange(n), described("row of X", "1")),
         },

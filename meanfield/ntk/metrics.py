@@ -12,9 +12,10 @@ import xarray as xr
 from ..core import validate as V
 from ..core.activation import get_activation
 from ..core.analysis import analyze
-from ..core.vocabulary import KernelStatus, described, flag_attrs
+from ..core.vocabulary import KernelStatus, attrs as var_attrs, described, flag_attrs
 from .conv import metric_layers
-from .dataset import depth_coord, global_attrs, matrix
+from .dataset import global_attrs, matrix
+from .depths import select_depths
 from .recursion import setup
 
 __all__ = ["ntk_metrics"]
@@ -70,7 +71,7 @@ def _chaotic_rate(res, Y, diag):
     return res.chi_c / res.chi1
 
 
-def ntk_metrics(X_train, y_train, X_test, activation, sw2, sb2, depth,
+def ntk_metrics(X_train, y_train, X_test, activation, sw2, sb2, depth, depths=None,
                 architecture=None) -> xr.Dataset:
     """Trainability and generalization metrics of the NTK at every depth 1..L.
 
@@ -113,6 +114,12 @@ def ntk_metrics(X_train, y_train, X_test, activation, sw2, sb2, depth,
     X_test : array_like (m, d)
     activation, sw2, sb2, depth
         As in :func:`kernels`.
+    depths : int or list of int, optional
+        Evaluate and keep only these depths (default all 1..depth); the recursion still
+        runs through every layer.  Between kept depths l' < l the ratios become per-layer
+        rates: ``condition_ratio`` = (kappa^l / kappa^l')^(1/(l - l')), ``decay_rate``
+        the same power of the difference ratio (NaN unless both neighbours are equally
+        spaced), and the ordered-phase limit extrapolates over that spacing.
     architecture : None or Conv, optional
         As in :func:`kernels`: ``meanfield.Conv(...)`` takes images (n, H, W, C) and uses the
         CNTK of docs/theory.md, "Convolutional networks"; chi_1, chi_c and the phase are the
@@ -126,9 +133,11 @@ def ntk_metrics(X_train, y_train, X_test, activation, sw2, sb2, depth,
         (n + m) x n arrays, whatever L.
     """
     if architecture is not None:  # convolutional networks: meanfield/ntk/conv.py
-        act, sw2, sb2, L, n, m, layers, q1, rec = metric_layers(X_train, X_test, activation,
-                                                                sw2, sb2, depth, architecture)
+        act, sw2, sb2, L, n, m, conv_layers, q1, rec = metric_layers(
+            X_train, X_test, activation, sw2, sb2, depth, architecture)
         Y = labels(y_train, n)
+        keep = select_depths(depths, L)
+        layers = ((l, Ttr, Tte) for l, (Ttr, Tte) in enumerate(conv_layers, start=1))
     else:
         if np.ndim(X_train) == 4:
             raise ValueError("X_train is four-dimensional (images?): pass "
@@ -137,6 +146,7 @@ def ntk_metrics(X_train, y_train, X_test, activation, sw2, sb2, depth,
         sw2 = V.variance("sw2", sw2)
         sb2 = V.variance("sb2", sb2)
         L = V.depth(depth)
+        keep = select_depths(depths, L)
         Xtr = matrix("X_train", X_train)
         Xte = matrix("X_test", X_test)
         if Xte.shape[1] != Xtr.shape[1]:
@@ -146,15 +156,21 @@ def ntk_metrics(X_train, y_train, X_test, activation, sw2, sb2, depth,
         Z = np.vstack([Xtr, Xte])
         rec = setup(act, sw2, sb2, Z,
                     [(np.arange(n), np.arange(n), True), (np.arange(n, n + m), np.arange(n), False)])
-        layers = ((rec.blocks[0].th, rec.blocks[1].th) for _ in rec.iterate(L))
+        layers = ((l, rec.blocks[0].th, rec.blocks[1].th) for l in rec.iterate(int(keep[-1])))
         q1 = float(np.mean(rec.qz))
+    slot = {int(d): k for k, d in enumerate(keep)}
+    L = keep.size  # from here on, arrays run over the kept depths
+    gap = np.diff(keep).astype(np.float64)  # gap[k] = keep[k + 1] - keep[k]
     lam_max = np.full(L, np.nan)
     lam_min = np.full(L, np.nan)
     status = np.zeros(L, dtype=np.int8)
     pred = np.full((L, m) + Y.shape[1:], np.nan)
     tiny = n * np.finfo(np.float64).eps
     diag = np.ones(n)  # Theta^l's diagonal at the deepest finite depth
-    for k, (Ttr, Tte) in enumerate(layers):
+    for l, Ttr, Tte in layers:
+        if l not in slot:
+            continue
+        k = slot[l]
         if np.all(np.isfinite(np.diagonal(Ttr))) and np.all(np.diagonal(Ttr) > 0):
             diag = np.diagonal(Ttr).copy()
         if not (np.all(np.isfinite(Ttr)) and np.all(np.isfinite(Tte))):
@@ -179,13 +195,14 @@ def ntk_metrics(X_train, y_train, X_test, activation, sw2, sb2, depth,
         # number is infinite at working precision, whatever the ratio's digits say.
         kappa[status == STATUS_SINGULAR] = np.inf
         cond_ratio = np.full(L, np.nan)
-        cond_ratio[1:] = kappa[1:] / kappa[:-1]
+        cond_ratio[1:] = (kappa[1:] / kappa[:-1]) ** (1.0 / gap)
         diff = np.full(L, np.nan)  # diff[k] = |P^{k+1} - P^k|
         for k in range(L - 1):
             if ok[k] and ok[k + 1]:
                 diff[k] = _rms(pred[k + 1] - pred[k])
         rate = np.full(L, np.nan)
-        rate[1:-1] = diff[1:-1] / diff[:-2]
+        rate[1:-1] = (diff[1:-1] / diff[:-2]) ** (1.0 / gap[1:])
+        rate[1:-1][gap[1:] != gap[:-1]] = np.nan  # unequal spacing: no per-layer rate
 
     res = analyze(act, sw2, sb2, q0=q1)
     rate_mean = 1.0 / res.chi1 if res.phase == "chaotic" else math.nan
@@ -209,14 +226,18 @@ def ntk_metrics(X_train, y_train, X_test, activation, sw2, sb2, depth,
         kL = good[-1]
         r = rate[kL - 1]
         if 0.0 < r < 1.0:
-            limit = pred[kL] + (pred[kL] - pred[kL - 1]) * r / (1.0 - r)
-            limit_note = f"geometric extrapolation from depths {kL} and {kL + 1} with rate {r:.6g}"
+            rg = r ** gap[kL - 1]  # the rate over one step between kept depths
+            limit = pred[kL] + (pred[kL] - pred[kL - 1]) * rg / (1.0 - rg)
+            limit_note = (f"geometric extrapolation from depths {keep[kL - 1]} and {keep[kL]} "
+                          f"with rate {r:.6g}")
         else:
-            limit_note = f"not extrapolated: fitted rate {r:.6g} at depth {kL} is not in (0, 1)"
+            limit_note = (f"not extrapolated: fitted rate {r:.6g} at depth {keep[kL - 1]} is not in "
+                          f"(0, 1)")
     dist = np.array([_rms(pred[k] - limit) if ok[k] else np.nan for k in range(L)])
 
     pdims = ("depth", "test") + (("output",) if Y.ndim == 2 else ())
-    coords = {"depth": depth_coord(L), "test": ("test", np.arange(m), described("row of X_test"))}
+    coords = {"depth": ("depth", keep, var_attrs("depth")),
+              "test": ("test", np.arange(m), described("row of X_test"))}
     if Y.ndim == 2:
         coords["output"] = ("output", np.arange(Y.shape[1]), described("column of y_train"))
     data = {

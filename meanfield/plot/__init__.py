@@ -17,11 +17,14 @@ ntk_trainability (``ntk``)
     Per-depth NTK condition number and mean-predictor decay.
 plot_simulation, plot_width_convergence, plot_trainability (``experiments``)
     Finite networks beside the theory.
+plot_generalization (``generalization``)
+    Test accuracy of the infinite-width NNGP / NTK predictors over (sigma_w^2, depth).
 
 Colours and labels are in ``style``.
 """
 
 from .experiments import plot_simulation, plot_trainability, plot_width_convergence
+from .generalization import plot_generalization
 from .ntk import ntk_trainability
 from .maps import correlation_map, depth_profiles, length_map
 from .phase import critical_lines, phase_diagram, phase_diagram_facets
@@ -30,5 +33,5 @@ from .style import DIVERGING_CMAP, PALETTE, SEQUENTIAL_CMAP
 
 __all__ = ["phase_diagram", "phase_diagram_facets", "length_map", "correlation_map",
            "depth_profiles", "depth_scales", "ntk_trainability", "critical_lines",
-           "plot_simulation", "plot_width_convergence", "plot_trainability",
+           "plot_simulation", "plot_width_convergence", "plot_trainability", "plot_generalization",
            "PALETTE", "DIVERGING_CMAP", "SEQUENTIAL_CMAP"]

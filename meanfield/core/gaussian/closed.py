@@ -343,7 +343,9 @@ def general(act, s11, s22, s12):
             return 0.0, a * a
         return 0.0, a * (0.5 * (1.0 + a))
     c = min(1.0, max(-1.0, s12 / r))
-    theta = theta_of(c, (r - s12) / r)
+    # s12 can exceed sqrt(s11 s22) by rounding (a test input equal to a training input):
+    # eps = 1 - c must not go negative, or asin(sqrt(eps/2)) is NaN.
+    theta = theta_of(c, max(0.0, (r - s12) / r))
     D = k * r * (math.sin(theta) + (_PI - theta) * c) / (2.0 * _PI) + a * s12
     Dp = a + k * (_PI - theta) / (2.0 * _PI)
     return D, Dp
