@@ -29,10 +29,14 @@ from __future__ import annotations
 
 from collections import namedtuple
 
+import math
+
 import numba as nb
+import numpy as np
 from numba import prange
 
 from ..core.gaussian import closed
+from ..core.gaussian.hermite import RTOL as HERM_RTOL
 from ..core.gaussian.moments import moments2, pair
 
 MODE_GENERAL = 0
@@ -40,9 +44,12 @@ MODE_SHARED_CLOSED = 1
 MODE_SHARED_CHEB = 2
 MODE_SHARED_QUAD = 3
 MODE_GENERAL_CLOSED = 4
+MODE_GENERAL_HERMITE = 5
 
 LayerPlan = namedtuple("LayerPlan", ["mode", "q", "q_next", "m_phi2", "coef1", "coef2", "n_coef",
-                                     "q_rows", "q_cols"])
+                                     "q_rows", "q_cols", "herm_n", "ladder", "a_rows", "b_rows",
+                                     "a_cols", "b_cols", "tau_rows", "tau_cols", "fg_rows",
+                                     "fg_cols", "fallback"])
 LayerPlan.__doc__ = """K layers of the recursion, one entry (or row) per layer k.
 
 mode : int64[K]
@@ -53,7 +60,20 @@ coef1, coef2 : float64[K, M]
     Closed-form constants (MODE_SHARED_CLOSED, in ``coef1``) or the Chebyshev coefficients
     of Delta/(1 - c) and E phi'phi' (MODE_SHARED_CHEB, the first ``n_coef[k]`` of each row).
 q_rows, q_cols : float64[K, n]
-    Per-point variances of the block's rows and columns (MODE_GENERAL).
+    Per-point variances of the block's rows and columns (MODE_GENERAL*).
+herm_n : int64[K]
+    Highest Hermite order available at each layer (MODE_GENERAL_HERMITE).
+ladder : int64[M]
+    Truncation orders at which the tails are stored (:data:`hermite.LADDER`).
+a_rows, b_rows, a_cols, b_cols : float64[K, N + 1, n]
+    Hermite coefficients a_n, b_n of phi, phi' per row / column point
+    (:func:`meanfield.core.gaussian.hermite.coefficients`).
+tau_rows, tau_cols : float64[K, n, 2, M]
+    Relative tail bounds of the phi and phi' series after ladder[m] terms.
+fg_rows, fg_cols : float64[K, n, 2]
+    Exact E phi^2, E phi'^2 per point (the diagonal).
+fallback : int64[tiles]
+    Out: pairs x layers of each tile computed by the exact 2-D rule (bound not met).
 """
 BlockState = namedtuple("BlockState", ["sig", "th", "eps"])
 BlockState.__doc__ = """Sigma^l, Theta^l and eps^l = 1 - c^l (shared modes) of a block, updated in place."""
@@ -97,7 +117,7 @@ def node_moments(act, q, eps, out):
 
 
 # --------------------------------------------------------------------------- layers of a block
-_TILE = 64  # a 64 x 64 tile of the state (eps, Theta, Sigma) is 96 kB: it stays in L2
+TILE = 64  # a 64 x 64 tile of the state (eps, Theta, Sigma) is 96 kB: it stays in L2
 
 
 @nb.njit(cache=True)
@@ -168,6 +188,107 @@ def _tile_general_closed(k, act, sw2, sb2, qr, qc, sig, th, S, T, sym, i0, i1, j
 
 
 @nb.njit(cache=True)
+def _tile_max(tau, i0, i1, kind, m):
+    t = 0.0
+    for i in range(i0, i1):
+        t = max(t, tau[i, kind, m])
+    return t
+
+
+@nb.njit(cache=True)
+def _tile_hermite(k, act, sw2, sb2, plan, sig, th, S, T, sym, i0, i1, j0, j1, tile):
+    """MODE_GENERAL_HERMITE: Mehler sums per pair (Horner in c, vectorized along a row of
+    the tile), with the exact 2-D rule where the truncation bound is not met."""
+    i0 = int(i0)
+    i1 = int(i1)
+    j0 = int(j0)
+    j1 = int(j1)
+    qr = plan.q_rows[k]
+    qc = plan.q_cols[k]
+    Ar = plan.a_rows[k]
+    Br = plan.b_rows[k]
+    Ac = plan.a_cols[k]
+    Bc = plan.b_cols[k]
+    tr = plan.tau_rows[k]
+    tc = plan.tau_cols[k]
+    fg = plan.fg_rows[k]
+    ladder = plan.ladder
+    nj = j1 - j0
+    rc = np.empty(nj)
+    for j in range(j0, j1):
+        rc[j - j0] = 1.0 / math.sqrt(qc[j]) if qc[j] > 0.0 else 0.0
+    # Largest |c| off the diagonal: the tile's truncation order is the first of the
+    # ladder whose bound holds there for every row and column of the tile.
+    cmax = 0.0
+    for i in range(i0, i1):
+        ri = 1.0 / math.sqrt(qr[i]) if qr[i] > 0.0 else 0.0
+        for j in range(max(i, j0) if sym else j0, j1):
+            if sym and i == j:
+                continue
+            cmax = max(cmax, abs(sig[i, j]) * ri * rc[j - j0])
+    cmax = min(cmax, 1.0)
+    mbest = -1
+    for m in range(ladder.shape[0]):
+        if ladder[m] > plan.herm_n[k]:
+            break
+        mbest = m
+        N = ladder[m]
+        ta = math.sqrt(_tile_max(tr, i0, i1, 0, m) * _tile_max(tc, j0, j1, 0, m))
+        tb = math.sqrt(_tile_max(tr, i0, i1, 1, m) * _tile_max(tc, j0, j1, 1, m))
+        cn = cmax ** (N + 1)
+        if cn * ta <= HERM_RTOL and cn * tb <= HERM_RTOL:
+            break
+    N = ladder[mbest]
+    ta = math.sqrt(_tile_max(tr, i0, i1, 0, mbest) * _tile_max(tc, j0, j1, 0, mbest))
+    tb = math.sqrt(_tile_max(tr, i0, i1, 1, mbest) * _tile_max(tc, j0, j1, 1, mbest))
+    # |c| <= clim meets the bound with the tile's largest tails (clim = 0: check each pair).
+    clim = (HERM_RTOL / max(ta, tb)) ** (1.0 / (N + 1)) if max(ta, tb) > 0.0 else 1.0
+    logtol = math.log(HERM_RTOL)
+    cv = np.empty(nj)
+    accd = np.empty(nj)
+    accp = np.empty(nj)
+    nfb = 0
+    for i in range(i0, i1):
+        jb = max(i, j0) if sym else j0
+        ri = 1.0 / math.sqrt(qr[i]) if qr[i] > 0.0 else 0.0
+        for jj in range(jb - j0, nj):
+            cv[jj] = min(1.0, max(-1.0, sig[i, jj + j0] * ri * rc[jj]))
+            accd[jj] = 0.0
+            accp[jj] = 0.0
+        for n in range(N, -1, -1):
+            ai = Ar[n, i]
+            bi = Br[n, i]
+            for jj in range(jb - j0, nj):
+                accd[jj] = accd[jj] * cv[jj] + ai * Ac[n, jj + j0]
+                accp[jj] = accp[jj] * cv[jj] + bi * Bc[n, jj + j0]
+        for j in range(jb, j1):
+            jj = j - j0
+            if sym and i == j:
+                D = fg[i, 0]
+                Dp = fg[i, 1]
+            else:
+                c = abs(cv[jj])
+                ok = c <= clim and clim > 0.0
+                if not ok:
+                    lc = (N + 1) * math.log(c) if c > 0.0 else -math.inf
+                    ok = (lc + 0.5 * (math.log(tr[i, 0, mbest]) + math.log(tc[j, 0, mbest])) <= logtol
+                          and lc + 0.5 * (math.log(tr[i, 1, mbest]) + math.log(tc[j, 1, mbest]))
+                          <= logtol)
+                if ok:
+                    D = accd[jj]
+                    Dp = accp[jj]
+                else:
+                    D, Dp = pair(act, qr[i], qc[j], sig[i, j], False)
+                    nfb += 1
+            sv = sw2 * D + sb2
+            tv = sv + sw2 * Dp * th[i, j]
+            sig[i, j] = sv
+            th[i, j] = tv
+            _put(k, i, j, sv, tv, S, T, sym)
+    plan.fallback[tile] += nfb
+
+
+@nb.njit(cache=True)
 def _tile_quad(k, mode, act, sw2, sb2, q, qnext, m_phi2, qr, qc, sig, th, eps, S, T, sym,
                i0, i1, j0, j1):
     scale = sw2 / qnext if qnext > 0.0 else 0.0
@@ -207,8 +328,8 @@ def advance(act, sw2, sb2, plan, state, S, T, sym):
     eps = state.eps
     nr = sig.shape[0]
     nc = sig.shape[1]
-    ntr = (nr + _TILE - 1) // _TILE
-    ntc = (nc + _TILE - 1) // _TILE
+    ntr = (nr + TILE - 1) // TILE
+    ntc = (nc + TILE - 1) // TILE
     ntiles = ntr * (ntr + 1) // 2 if sym else ntr * ntc
     for t in prange(ntiles):
         if sym:
@@ -216,10 +337,10 @@ def advance(act, sw2, sb2, plan, state, S, T, sym):
         else:
             bi = t // ntc
             bj = t % ntc
-        i0 = bi * _TILE
-        i1 = min(nr, i0 + _TILE)
-        j0 = bj * _TILE
-        j1 = min(nc, j0 + _TILE)
+        i0 = bi * TILE
+        i1 = min(nr, i0 + TILE)
+        j0 = bj * TILE
+        j1 = min(nc, j0 + TILE)
         for k in range(S.shape[0]):
             n1 = plan.n_coef[k]
             mode = plan.mode[k]
@@ -229,6 +350,8 @@ def advance(act, sw2, sb2, plan, state, S, T, sym):
             elif mode == MODE_GENERAL_CLOSED:
                 _tile_general_closed(k, act, sw2, sb2, plan.q_rows[k], plan.q_cols[k], sig, th,
                                      S, T, sym, i0, i1, j0, j1)
+            elif mode == MODE_GENERAL_HERMITE:
+                _tile_hermite(k, act, sw2, sb2, plan, sig, th, S, T, sym, i0, i1, j0, j1, t)
             elif mode == MODE_SHARED_CHEB:
                 _tile_cheb(k, sw2, sb2, plan.q_next[k], plan.m_phi2[k], plan.coef1[k, :n1],
                            plan.coef2[k, :n1], th, eps, S, T, sym, i0, i1, j0, j1)
