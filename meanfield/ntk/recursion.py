@@ -303,7 +303,7 @@ class Recursion:
             B = np.empty((N + 1, n))
             tau = np.empty((n, 2, hermite.LADDER.size))
             fg = np.empty((n, 2))
-            hermite.coefficients(self.rec, qz, N, hermite.LADDER, A, B, tau, fg)
+            hermite.coefficients_fast(self.rec, qz, N, hermite.LADDER, A, B, tau, fg)
             self.hermite_terms.append(N)
             # sw2 E phi^2 + sb2 from the same value as diag_step: the length map bit for bit.
             qzn = self.sw2 * fg[:, 0] + self.sb2
