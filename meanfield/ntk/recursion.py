@@ -118,7 +118,7 @@ def _herm_fields(steps, blk):
     hn = np.zeros(n, dtype=np.int64)
     a_r = np.zeros((n, nmax, nr))
     b_r = np.zeros((n, nmax, nr))
-    tau_r = np.full((n, nr, 2, nl), np.inf)
+    tau_r = np.full((n, 2, nl, nr), np.inf)
     fg_r = np.zeros((n, nr, 2))
     same = blk.sym
     if same:
@@ -126,7 +126,7 @@ def _herm_fields(steps, blk):
     else:
         a_c = np.zeros((n, nmax, nc))
         b_c = np.zeros((n, nmax, nc))
-        tau_c = np.full((n, nc, 2, nl), np.inf)
+        tau_c = np.full((n, 2, nl, nc), np.inf)
         fg_c = np.zeros((n, nc, 2))
     for k, s in enumerate(steps):
         if s.mode != K.MODE_GENERAL_HERMITE:
@@ -135,12 +135,12 @@ def _herm_fields(steps, blk):
         hn[k] = N1 - 1
         a_r[k, :N1] = s.herm_a[:, blk.rows]
         b_r[k, :N1] = s.herm_b[:, blk.rows]
-        tau_r[k] = s.herm_tau[blk.rows]
+        tau_r[k] = s.herm_tau[blk.rows].transpose(1, 2, 0)
         fg_r[k] = s.herm_fg[blk.rows]
         if not same:
             a_c[k, :N1] = s.herm_a[:, blk.cols]
             b_c[k, :N1] = s.herm_b[:, blk.cols]
-            tau_c[k] = s.herm_tau[blk.cols]
+            tau_c[k] = s.herm_tau[blk.cols].transpose(1, 2, 0)
             fg_c[k] = s.herm_fg[blk.cols]
     return hn, a_r, b_r, a_c, b_c, tau_r, tau_c, fg_r, fg_c
 

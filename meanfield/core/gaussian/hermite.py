@@ -46,7 +46,9 @@ from .moments import pair
 from .quadrature import (PANEL_MAX, PANELS_PER_STEP, Z1, breakpoints, panel_count, panel_nodes,
                          pdf, step)
 
-# Truncation orders at which tails are stored; a tile uses the first that meets RTOL.
+# Truncation orders at which tails are stored; a pair uses the first that meets RTOL.
+# Consecutive orders differ by 4, 8, 16 or 32 (the kernel steps |c|^(N+1) up the ladder
+# with the powers |c|^4 ... |c|^32).
 LADDER = np.array([8, 12, 16, 24, 32, 48, 64, 96, 128], dtype=np.int64)
 N_DEFAULT = 64
 RTOL = 1e-13     # truncation bound per layer, relative to sqrt(E phi_i^2 E phi_j^2)
@@ -63,8 +65,9 @@ def tail_floor(N):
     """Relative noise floor of a computed tail E phi^2 - sum_{n<=N} a_n^2.  Measured: where
     the true tail is zero the computed one is within +-2.2e-15 (tanh, silu, softplus,
     sigmoid, gelu, q in [0.01, 0.3], N = 128); the floor is above that with the sum's
-    rounding, (N + 1) eps, on top."""
-    return 5e-15 + (N + 1) * _EPS
+    rounding at the largest order, (129) eps, on top.  The same floor for every N keeps
+    the bounds non-increasing along the ladder, so the orders that fail form a prefix."""
+    return 5e-15 + (LADDER[-1] + 1) * _EPS  # one floor for every N: tails then never grow with N
 
 
 @nb.njit(cache=True)
@@ -139,9 +142,10 @@ def coefficients(act, q, N, ladder, A, B, tau, FG):
     A, B : float64[N + 1, n]
         Out: a_n(q_i), b_n(q_i) (column i).
     tau : float64[n, 2, len(ladder)]
-        Out: relative tail bounds of phi (0) and phi' (1) after ladder[m] terms,
-        (max(T, 0) + floor) / E[.^2]; +inf where the series may not be used
-        (q_i = 0, E phi^2 = 0, or ladder[m] > N).
+        Out: square roots of the relative tail bounds of phi (0) and phi' (1) after
+        ladder[m] terms, sqrt((max(T, 0) + floor) / E[.^2]); +inf where the series may
+        not be used (q_i = 0, E phi^2 = 0, or ladder[m] > N).  A pair may use ladder[m]
+        terms when |c|^(ladder[m] + 1) tau_i tau_j <= RTOL for phi and phi'.
     FG : float64[n, 2]
         Out: exact E phi^2, E phi'^2 at q_i, from :func:`moments.pair` with ``same`` (the
         values of the length map, bit for bit).
@@ -174,8 +178,8 @@ def coefficients(act, q, N, ladder, A, B, tau, FG):
                 m += 1
             if m < nl and ladder[m] == nn and ok:
                 fl = tail_floor(nn)
-                tau[i, 0, m] = max(F - sa, 0.0) / F + fl
-                tau[i, 1, m] = max(G - sb, 0.0) / G + fl
+                tau[i, 0, m] = math.sqrt(max(F - sa, 0.0) / F + fl)
+                tau[i, 1, m] = math.sqrt(max(G - sb, 0.0) / G + fl)
 
 
 @nb.njit(cache=True)
@@ -241,8 +245,8 @@ def _moments_tails(act, q, N, ladder, A, B, tau, FG):
                 m += 1
             if m < nl and ladder[m] == nn:
                 fl = tail_floor(nn)
-                tau[i, 0, m] = max(F - sa, 0.0) / F + fl
-                tau[i, 1, m] = max(G - sb, 0.0) / G + fl
+                tau[i, 0, m] = math.sqrt(max(F - sa, 0.0) / F + fl)
+                tau[i, 1, m] = math.sqrt(max(G - sb, 0.0) / G + fl)
 
 
 def coefficients_fast(act, q, N, ladder, A, B, tau, FG):
@@ -267,3 +271,6 @@ def coefficients_fast(act, q, N, ladder, A, B, tau, FG):
         hm, hc = hc, (z * hc - math.sqrt(n) * hm) / math.sqrt(n + 1.0)
     _project(act, q, z, H, A, B)
     _moments_tails(act, q, N, ladder, A, B, tau, FG)
+
+
+assert LADDER[0] == 8 and set(np.diff(LADDER)) <= {4, 8, 16, 32} and np.all(np.diff(np.diff(LADDER)) >= 0)
