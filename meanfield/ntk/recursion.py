@@ -13,8 +13,15 @@ with Lambda^l the 2x2 covariance [[Sigma^l(x,x), Sigma^l(x,x')], [., Sigma^l(x',
 How the expectations are computed
 ---------------------------------
 * Inputs of unequal norms: every pair keeps its full 2x2 covariance.  Closed forms for
-  the ReLU family (arc-cosine kernel), erf, linear and sin; otherwise a 2-D quadrature
-  per pair (:func:`meanfield.core.gaussian.moments.pair`).
+  the ReLU family (arc-cosine kernel), erf, gelu, linear and sin.  Otherwise per-input
+  Hermite expansions (:mod:`meanfield.core.gaussian.hermite`): at each depth every point
+  gets the coefficients a_n(q_i), b_n(q_i) of phi(sqrt(q_i) z) and phi'(sqrt(q_i) z)
+  from one 1-D quadrature, and a pair's E[phi phi], E[phi' phi'] are Mehler sums
+  sum_n a_n(q_i) a_n(q_j) c^n, truncated at the first order N of ``hermite.LADDER`` whose
+  Cauchy-Schwarz tail bound |c|^(N+1) sqrt(T_i T_j) is below ``hermite.RTOL`` relative
+  to the pair's scale; pairs where no order meets it (c near +-1 with slowly decaying
+  coefficients) take the exact 2-D quadrature (:func:`meanfield.core.gaussian.moments.pair`),
+  counted in the dataset attribute ``pairs_exact_fallback``.
 * All inputs of one norm (|x|^2/d equal to 1e-13 relative): at every depth all pairs
   share one variance q^l and each pair is described by eps = 1 - c, carried directly so
   that nearly equal inputs keep their digits.  Closed forms as above; for smooth
