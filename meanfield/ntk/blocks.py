@@ -29,10 +29,15 @@ from __future__ import annotations
 
 from collections import namedtuple
 
+import math
+
 import numba as nb
+import numpy as np
 from numba import prange
 
+from ..core.functions import CF_ERF, CF_RELU
 from ..core.gaussian import closed
+from ..core.gaussian.hermite import RTOL as HERM_RTOL
 from ..core.gaussian.moments import moments2, pair
 
 MODE_GENERAL = 0
@@ -40,9 +45,12 @@ MODE_SHARED_CLOSED = 1
 MODE_SHARED_CHEB = 2
 MODE_SHARED_QUAD = 3
 MODE_GENERAL_CLOSED = 4
+MODE_GENERAL_HERMITE = 5
 
 LayerPlan = namedtuple("LayerPlan", ["mode", "q", "q_next", "m_phi2", "coef1", "coef2", "n_coef",
-                                     "q_rows", "q_cols"])
+                                     "q_rows", "q_cols", "herm_n", "ladder", "a_rows", "b_rows",
+                                     "a_cols", "b_cols", "tau_rows", "tau_cols", "fg_rows",
+                                     "fg_cols", "fallback"])
 LayerPlan.__doc__ = """K layers of the recursion, one entry (or row) per layer k.
 
 mode : int64[K]
@@ -53,7 +61,21 @@ coef1, coef2 : float64[K, M]
     Closed-form constants (MODE_SHARED_CLOSED, in ``coef1``) or the Chebyshev coefficients
     of Delta/(1 - c) and E phi'phi' (MODE_SHARED_CHEB, the first ``n_coef[k]`` of each row).
 q_rows, q_cols : float64[K, n]
-    Per-point variances of the block's rows and columns (MODE_GENERAL).
+    Per-point variances of the block's rows and columns (MODE_GENERAL*).
+herm_n : int64[K]
+    Highest Hermite order available at each layer (MODE_GENERAL_HERMITE).
+ladder : int64[M]
+    Truncation orders at which the tails are stored (:data:`hermite.LADDER`).
+a_rows, b_rows, a_cols, b_cols : float64[K, N + 1, n]
+    Hermite coefficients a_n, b_n of phi, phi' per row / column point
+    (:func:`meanfield.core.gaussian.hermite.coefficients`).
+tau_rows, tau_cols : float64[K, 2, M, n]
+    Square roots of the relative tail bounds of the phi and phi' series after ladder[m]
+    terms (+inf: the series may not be used for that point).
+fg_rows, fg_cols : float64[K, n, 2]
+    Exact E phi^2, E phi'^2 per point (the diagonal).
+fallback : int64[tiles]
+    Out: pairs x layers of each tile computed by the exact 2-D rule (bound not met).
 """
 BlockState = namedtuple("BlockState", ["sig", "th", "eps"])
 BlockState.__doc__ = """Sigma^l, Theta^l and eps^l = 1 - c^l (shared modes) of a block, updated in place."""
@@ -97,7 +119,7 @@ def node_moments(act, q, eps, out):
 
 
 # --------------------------------------------------------------------------- layers of a block
-_TILE = 64  # a 64 x 64 tile of the state (eps, Theta, Sigma) is 96 kB: it stays in L2
+TILE = 64  # a 64 x 64 tile of the state (eps, Theta, Sigma) is 96 kB: it stays in L2
 
 
 @nb.njit(cache=True)
@@ -156,7 +178,52 @@ def _tile_cheb(k, sw2, sb2, qnext, m_phi2, cg, cp, th, eps, S, T, sym, i0, i1, j
 
 
 @nb.njit(cache=True)
+def _tile_general_fast(k, act, sw2, sb2, qr, qc, sig, th, S, T, sym, i0, i1, j0, j1):
+    """erf and the ReLU family on a general covariance: per-point constants hoisted out of
+    the pair loop and libm-free arcsine/arccosine, so the loop along a row vectorizes;
+    the diagonal and zero variances go through :func:`closed.pair` as before."""
+    nj = j1 - j0
+    erf = act.family == CF_ERF
+    a = act.a
+    pc = np.empty(nj)   # erf: 1/sqrt(1 + 2 q_j); relu: sqrt(q_j)
+    for j in range(j0, j1):
+        pc[j - j0] = 1.0 / math.sqrt(1.0 + 2.0 * qc[j]) if erf else math.sqrt(qc[j])
+    dd = np.empty(nj)
+    dp = np.empty(nj)
+    for i in range(i0, i1):
+        jb = max(i, j0) if sym else j0
+        s11 = qr[i]
+        if erf:
+            u1 = 1.0 / math.sqrt(1.0 + 2.0 * s11)
+            a1 = 1.0 + 2.0 * s11
+            for jj in range(jb - j0, nj):
+                dd[jj], dp[jj] = closed.erf_general_pre(s11, qc[jj + j0], sig[i, jj + j0], u1,
+                                                       pc[jj], a1)
+        else:
+            r1 = math.sqrt(s11)
+            for jj in range(jb - j0, nj):
+                r = r1 * pc[jj]
+                dd[jj], dp[jj] = closed.relu_general_pre(a, sig[i, jj + j0], r if r > 0.0 else 1.0)
+        for j in range(jb, j1):
+            jj = j - j0
+            if (sym and i == j) or (not erf and (s11 == 0.0 or qc[j] == 0.0)):
+                D, Dp = closed.pair(act, s11, qc[j], sig[i, j], sym and i == j)
+            else:
+                D = dd[jj]
+                Dp = dp[jj]
+            sv = sw2 * D + sb2
+            tv = sv + sw2 * Dp * th[i, j]
+            sig[i, j] = sv
+            th[i, j] = tv
+            _put(k, i, j, sv, tv, S, T, sym)
+
+
+@nb.njit(cache=True)
 def _tile_general_closed(k, act, sw2, sb2, qr, qc, sig, th, S, T, sym, i0, i1, j0, j1):
+    if act.family == CF_ERF or act.family == CF_RELU:
+        _tile_general_fast(k, act, sw2, sb2, qr, qc, sig, th, S, T, sym, int(i0), int(i1),
+                           int(j0), int(j1))
+        return
     for i in range(i0, i1):
         for j in range(max(i, j0) if sym else j0, j1):
             D, Dp = closed.pair(act, qr[i], qc[j], sig[i, j], sym and i == j)
@@ -165,6 +232,111 @@ def _tile_general_closed(k, act, sw2, sb2, qr, qc, sig, th, S, T, sym, i0, i1, j
             sig[i, j] = sv
             th[i, j] = tv
             _put(k, i, j, sv, tv, S, T, sym)
+
+
+@nb.njit(cache=True)
+def _tile_hermite(k, act, sw2, sb2, plan, sig, th, S, T, sym, i0, i1, j0, j1, tile):
+    """MODE_GENERAL_HERMITE: Mehler sums per pair, Horner in c vectorized along a row of
+    the tile, each pair truncated at its own order (the terms above it enter as exact
+    zeros); the exact 2-D rule where no order of the ladder meets the bound."""
+    i0 = int(i0)
+    i1 = int(i1)
+    j0 = int(j0)
+    j1 = int(j1)
+    qr = plan.q_rows[k]
+    qc = plan.q_cols[k]
+    Ar = plan.a_rows[k]
+    Br = plan.b_rows[k]
+    Ac = plan.a_cols[k]
+    Bc = plan.b_cols[k]
+    tr = plan.tau_rows[k]
+    tc = plan.tau_cols[k]
+    fg = plan.fg_rows[k]
+    ladder = plan.ladder
+    nmax = plan.herm_n[k]
+    nj = j1 - j0
+    rc = np.empty(nj)
+    for j in range(j0, j1):
+        rc[j - j0] = 1.0 / math.sqrt(qc[j]) if qc[j] > 0.0 else 0.0
+    cv = np.empty(nj)
+    npair = np.empty(nj, dtype=np.int64)
+    nfail = np.empty(nj, dtype=np.int64)
+    pw = np.empty(nj)
+    cinc = np.empty(nj)
+    accd = np.empty(nj)
+    accp = np.empty(nj)
+    nfb = 0
+    for i in range(i0, i1):
+        jb = max(i, j0) if sym else j0
+        ri = 1.0 / math.sqrt(qr[i]) if qr[i] > 0.0 else 0.0
+        nrow = -1
+        for jj in range(jb - j0, nj):
+            c = min(1.0, max(-1.0, sig[i, jj + j0] * ri * rc[jj]))
+            cv[jj] = c
+            accd[jj] = 0.0
+            accp[jj] = 0.0
+        # Each pair's order: the first of the ladder with |c|^(N+1) tau_i tau_j <= RTOL for
+        # phi and phi' (tails are non-increasing along the ladder, so the failing orders
+        # form a prefix and are counted branch-free).  Depends on the pair alone, so
+        # results do not depend on the tiling.
+        j00 = jb - j0
+        for jj in range(j00, nj):
+            ac = abs(cv[jj])
+            c4 = ac * ac
+            c4 = c4 * c4
+            pw[jj] = c4 * c4 * ac  # |c|^(LADDER[0] + 1), LADDER[0] = 8
+            cinc[jj] = c4
+            nfail[jj] = 0
+        inc_prev = 4
+        mvalid = 0
+        for m in range(ladder.shape[0]):
+            if ladder[m] > nmax:
+                break
+            mvalid = m + 1
+            if m > 0:
+                inc = ladder[m] - ladder[m - 1]
+                while inc_prev < inc:
+                    for jj in range(j00, nj):
+                        cinc[jj] = cinc[jj] * cinc[jj]
+                    inc_prev *= 2
+                for jj in range(j00, nj):
+                    pw[jj] = pw[jj] * cinc[jj]
+            tai = tr[0, m, i]
+            tbi = tr[1, m, i]
+            for jj in range(j00, nj):
+                okm = ((pw[jj] * tai * tc[0, m, jj + j0] <= HERM_RTOL)
+                       & (pw[jj] * tbi * tc[1, m, jj + j0] <= HERM_RTOL))
+                nfail[jj] += 0 if okm else 1
+        for jj in range(j00, nj):
+            f = nfail[jj]
+            npair[jj] = ladder[f] if f < mvalid else -1
+            if sym and i == jj + j0:
+                npair[jj] = -1
+            nrow = max(nrow, npair[jj])
+        for n in range(nrow, -1, -1):
+            ai = Ar[n, i]
+            bi = Br[n, i]
+            for jj in range(jb - j0, nj):
+                use = n <= npair[jj]
+                accd[jj] = accd[jj] * cv[jj] + (ai * Ac[n, jj + j0] if use else 0.0)
+                accp[jj] = accp[jj] * cv[jj] + (bi * Bc[n, jj + j0] if use else 0.0)
+        for j in range(jb, j1):
+            jj = j - j0
+            if sym and i == j:
+                D = fg[i, 0]
+                Dp = fg[i, 1]
+            elif npair[jj] >= 0:
+                D = accd[jj]
+                Dp = accp[jj]
+            else:
+                D, Dp = pair(act, qr[i], qc[j], sig[i, j], False)
+                nfb += 1
+            sv = sw2 * D + sb2
+            tv = sv + sw2 * Dp * th[i, j]
+            sig[i, j] = sv
+            th[i, j] = tv
+            _put(k, i, j, sv, tv, S, T, sym)
+    plan.fallback[tile] += nfb
 
 
 @nb.njit(cache=True)
@@ -207,8 +379,8 @@ def advance(act, sw2, sb2, plan, state, S, T, sym):
     eps = state.eps
     nr = sig.shape[0]
     nc = sig.shape[1]
-    ntr = (nr + _TILE - 1) // _TILE
-    ntc = (nc + _TILE - 1) // _TILE
+    ntr = (nr + TILE - 1) // TILE
+    ntc = (nc + TILE - 1) // TILE
     ntiles = ntr * (ntr + 1) // 2 if sym else ntr * ntc
     for t in prange(ntiles):
         if sym:
@@ -216,10 +388,10 @@ def advance(act, sw2, sb2, plan, state, S, T, sym):
         else:
             bi = t // ntc
             bj = t % ntc
-        i0 = bi * _TILE
-        i1 = min(nr, i0 + _TILE)
-        j0 = bj * _TILE
-        j1 = min(nc, j0 + _TILE)
+        i0 = bi * TILE
+        i1 = min(nr, i0 + TILE)
+        j0 = bj * TILE
+        j1 = min(nc, j0 + TILE)
         for k in range(S.shape[0]):
             n1 = plan.n_coef[k]
             mode = plan.mode[k]
@@ -229,6 +401,8 @@ def advance(act, sw2, sb2, plan, state, S, T, sym):
             elif mode == MODE_GENERAL_CLOSED:
                 _tile_general_closed(k, act, sw2, sb2, plan.q_rows[k], plan.q_cols[k], sig, th,
                                      S, T, sym, i0, i1, j0, j1)
+            elif mode == MODE_GENERAL_HERMITE:
+                _tile_hermite(k, act, sw2, sb2, plan, sig, th, S, T, sym, i0, i1, j0, j1, t)
             elif mode == MODE_SHARED_CHEB:
                 _tile_cheb(k, sw2, sb2, plan.q_next[k], plan.m_phi2[k], plan.coef1[k, :n1],
                            plan.coef2[k, :n1], th, eps, S, T, sym, i0, i1, j0, j1)

@@ -52,6 +52,7 @@ def global_attrs(act, sw2, sb2, rec, title):
     }
     if rec.cheb_nodes:
         out["chebyshev_nodes_max"] = int(max(rec.cheb_nodes))
+    out.update(rec.extra_attrs())
     return out
 
 

@@ -13,8 +13,15 @@ with Lambda^l the 2x2 covariance [[Sigma^l(x,x), Sigma^l(x,x')], [., Sigma^l(x',
 How the expectations are computed
 ---------------------------------
 * Inputs of unequal norms: every pair keeps its full 2x2 covariance.  Closed forms for
-  the ReLU family (arc-cosine kernel), erf, linear and sin; otherwise a 2-D quadrature
-  per pair (:func:`meanfield.core.gaussian.moments.pair`).
+  the ReLU family (arc-cosine kernel), erf, gelu, linear and sin.  Otherwise per-input
+  Hermite expansions (:mod:`meanfield.core.gaussian.hermite`): at each depth every point
+  gets the coefficients a_n(q_i), b_n(q_i) of phi(sqrt(q_i) z) and phi'(sqrt(q_i) z)
+  from one 1-D quadrature, and a pair's E[phi phi], E[phi' phi'] are Mehler sums
+  sum_n a_n(q_i) a_n(q_j) c^n, truncated at the first order N of ``hermite.LADDER`` whose
+  Cauchy-Schwarz tail bound |c|^(N+1) sqrt(T_i T_j) is below ``hermite.RTOL`` relative
+  to the pair's scale; pairs where no order meets it (c near +-1 with slowly decaying
+  coefficients) take the exact 2-D quadrature (:func:`meanfield.core.gaussian.moments.pair`),
+  counted in the dataset attribute ``pairs_exact_fallback``.
 * All inputs of one norm (|x|^2/d equal to 1e-13 relative): at every depth all pairs
   share one variance q^l and each pair is described by eps = 1 - c, carried directly so
   that nearly equal inputs keep their digits.  Closed forms as above; for smooth
@@ -29,7 +36,7 @@ from __future__ import annotations
 
 import math
 import warnings
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 import scipy.fft
@@ -37,6 +44,7 @@ import scipy.fft
 from ..core.activation import Activation
 from ..core.functions import CF_NONE
 from ..core.gaussian import closed
+from ..core.gaussian import hermite
 from ..core.gaussian.moments import moments1
 from . import blocks as K
 
@@ -51,6 +59,8 @@ CHEB_N0 = 16
 CHEB_NMAX = 4096
 
 _EMPTY = np.empty(0)
+_EMPTY2 = np.empty((0, 0))
+_EMPTY3 = np.empty((0, 0, 0))
 
 
 class Block:
@@ -83,6 +93,10 @@ class LayerStep:
         Closed-form constants, or Chebyshev coefficients of Delta/(1 - c) and E phi'phi'.
     q_points, q_points_next : ndarray
         Per-point variances at depth l and l + 1 (unequal norms).
+    herm_a, herm_b, herm_tau, herm_fg : ndarray
+        Per-point Hermite data (MODE_GENERAL_HERMITE, see
+        :func:`meanfield.core.gaussian.hermite.coefficients`): a_n, b_n (N + 1, n), tails
+        (n, 2, len(LADDER)), exact (E phi^2, E phi'^2) (n, 2).
     """
 
     mode: int
@@ -93,6 +107,55 @@ class LayerStep:
     coef2: np.ndarray
     q_points: np.ndarray
     q_points_next: np.ndarray
+    herm_a: np.ndarray = field(default_factory=lambda: _EMPTY2)
+    herm_b: np.ndarray = field(default_factory=lambda: _EMPTY2)
+    herm_tau: np.ndarray = field(default_factory=lambda: _EMPTY3)
+    herm_fg: np.ndarray = field(default_factory=lambda: _EMPTY2)
+
+
+def _herm_fields(steps, blk):
+    """Hermite arrays of the plan for one block: (herm_n, a_r, b_r, a_c, b_c, tau_r, tau_c,
+    fg_r, fg_c), zero-sized when no layer uses the Hermite mode."""
+    n = len(steps)
+    herm = [s for s in steps if s.mode == K.MODE_GENERAL_HERMITE]
+    nl = hermite.LADDER.size
+    nmax = max([s.herm_a.shape[0] for s in herm], default=0)
+    nr = blk.rows.size if herm else 0
+    nc = blk.cols.size if herm else 0
+    hn = np.zeros(n, dtype=np.int64)
+    a_r = np.zeros((n, nmax, nr))
+    b_r = np.zeros((n, nmax, nr))
+    tau_r = np.full((n, 2, nl, nr), np.inf)
+    fg_r = np.zeros((n, nr, 2))
+    same = blk.sym
+    if same:
+        a_c, b_c, tau_c, fg_c = a_r, b_r, tau_r, fg_r
+    else:
+        a_c = np.zeros((n, nmax, nc))
+        b_c = np.zeros((n, nmax, nc))
+        tau_c = np.full((n, 2, nl, nc), np.inf)
+        fg_c = np.zeros((n, nc, 2))
+    for k, s in enumerate(steps):
+        if s.mode != K.MODE_GENERAL_HERMITE:
+            continue
+        N1 = s.herm_a.shape[0]
+        hn[k] = N1 - 1
+        a_r[k, :N1] = s.herm_a[:, blk.rows]
+        b_r[k, :N1] = s.herm_b[:, blk.rows]
+        tau_r[k] = s.herm_tau[blk.rows].transpose(1, 2, 0)
+        fg_r[k] = s.herm_fg[blk.rows]
+        if not same:
+            a_c[k, :N1] = s.herm_a[:, blk.cols]
+            b_c[k, :N1] = s.herm_b[:, blk.cols]
+            tau_c[k] = s.herm_tau[blk.cols].transpose(1, 2, 0)
+            fg_c[k] = s.herm_fg[blk.cols]
+    return hn, a_r, b_r, a_c, b_c, tau_r, tau_c, fg_r, fg_c
+
+
+def _n_tiles(blk):
+    nr = (blk.rows.size + K.TILE - 1) // K.TILE
+    nc = (blk.cols.size + K.TILE - 1) // K.TILE
+    return nr * (nr + 1) // 2 if blk.sym else nr * nc
 
 
 def _plan(steps, blk, general):
@@ -108,9 +171,11 @@ def _plan(steps, blk, general):
         lens[k] = max(s.coef1.size, s.coef2.size)
     q_rows = np.array([s.q_points[blk.rows] for s in steps]) if general else np.zeros((n, 0))
     q_cols = np.array([s.q_points[blk.cols] for s in steps]) if general else np.zeros((n, 0))
+    hf = _herm_fields(steps, blk)
     return K.LayerPlan(np.array([s.mode for s in steps], dtype=np.int64),
                        np.array([s.q for s in steps]), np.array([s.q_next for s in steps]),
-                       np.array([s.m_phi2 for s in steps]), c1, c2, lens, q_rows, q_cols)
+                       np.array([s.m_phi2 for s in steps]), c1, c2, lens, q_rows, q_cols,
+                       hf[0], hermite.LADDER, *hf[1:], np.zeros(_n_tiles(blk), dtype=np.int64))
 
 
 def _cheb_coef(v):
@@ -129,7 +194,7 @@ class Recursion:
     equal (then ``q`` is that value and each block carries eps = 1 - c).
     """
 
-    def __init__(self, act: Activation, sw2, sb2, qz, shared, blocks):
+    def __init__(self, act: Activation, sw2, sb2, qz, shared, blocks, hermite_series=True):
         self.act, self.sw2, self.sb2 = act, float(sw2), float(sb2)
         self.rec = act.record
         self.qz = np.ascontiguousarray(qz, dtype=np.float64)
@@ -142,8 +207,15 @@ class Recursion:
         self.cheb_nodes = []  # Chebyshev nodes used per depth (shared smooth path)
         self.modes_used = set()
         self.warned = False
+        self.fallback_pairs = 0  # pairs x layers computed by the exact rule (Hermite mode)
+        self.hermite_terms = []  # Hermite orders N per depth (Hermite mode)
         if not shared:
-            self.mode = K.MODE_GENERAL_CLOSED if act.closed_form != CF_NONE else K.MODE_GENERAL
+            if act.closed_form != CF_NONE:
+                self.mode = K.MODE_GENERAL_CLOSED
+            elif hermite_series:
+                self.mode = K.MODE_GENERAL_HERMITE
+            else:
+                self.mode = K.MODE_GENERAL
         elif act.closed_form != CF_NONE:
             self.mode = K.MODE_SHARED_CLOSED
         elif len(act.kinks) == 0:
@@ -151,11 +223,20 @@ class Recursion:
         else:
             self.mode = K.MODE_SHARED_QUAD
 
+    def extra_attrs(self):
+        """Method-specific global attributes of a kernel dataset."""
+        if self.mode != K.MODE_GENERAL_HERMITE:
+            return {}
+        return {"pairs_exact_fallback": int(self.fallback_pairs),
+                "hermite_terms_max": int(max(self.hermite_terms, default=0))}
+
     @property
     def method(self):
         """How the expectations were computed (every method some layer used)."""
         names = {K.MODE_GENERAL: "per-pair covariance: 2-D quadrature",
                  K.MODE_GENERAL_CLOSED: "per-pair covariance: closed form",
+                 K.MODE_GENERAL_HERMITE: ("per-pair covariance: per-input Hermite (Mehler) "
+                                          "series, exact 2-D quadrature where its bound is not met"),
                  K.MODE_SHARED_CLOSED: "shared norm: closed form",
                  K.MODE_SHARED_CHEB: "shared norm: Chebyshev interpolant in c of 2-D quadratures",
                  K.MODE_SHARED_QUAD: "shared norm: 2-D quadrature per pair"}
@@ -228,6 +309,18 @@ class Recursion:
 
     def _general_step(self, qz):
         """The layer from the per-point variances qz to the next."""
+        if self.mode == K.MODE_GENERAL_HERMITE:
+            N = hermite.N_DEFAULT
+            n = qz.size
+            A = np.empty((N + 1, n))
+            B = np.empty((N + 1, n))
+            tau = np.empty((n, 2, hermite.LADDER.size))
+            fg = np.empty((n, 2))
+            hermite.coefficients_fast(self.rec, qz, N, hermite.LADDER, A, B, tau, fg)
+            self.hermite_terms.append(N)
+            # sw2 E phi^2 + sb2 from the same value as diag_step: the length map bit for bit.
+            qzn = self.sw2 * fg[:, 0] + self.sb2
+            return LayerStep(self.mode, self.q, 0.0, 0.0, _EMPTY, _EMPTY, qz, qzn, A, B, tau, fg)
         qzn = np.empty_like(qz)
         K.diag_step(self.rec, self.sw2, self.sb2, qz, qzn, np.empty_like(qz))
         return LayerStep(self.mode, self.q, 0.0, 0.0, _EMPTY, _EMPTY, qz, qzn)
@@ -239,8 +332,9 @@ class Recursion:
 
     def _advance(self, steps, blk, S, T):
         """Run the Numba kernel for the given layers on one block."""
-        K.advance(self.rec, self.sw2, self.sb2, _plan(steps, blk, not self.shared), blk.state,
-                  S, T, blk.sym)
+        plan = _plan(steps, blk, not self.shared)
+        K.advance(self.rec, self.sw2, self.sb2, plan, blk.state, S, T, blk.sym)
+        self.fallback_pairs += int(plan.fallback.sum())
 
     def compute(self, depth, store):
         """Fill ``store`` = [(Sigma (L, nr, nc), Theta (L, nr, nc)) per block] for depths 1..L.

@@ -351,6 +351,96 @@ def general(act, s11, s22, s12):
     return D, Dp
 
 
+# asin(x) = x + x t P(t), t = x^2, on |x| <= 1/2: P fitted here by least squares at 60
+# Chebyshev points of [0, 1/4] in 50-digit arithmetic (its leading terms are the Taylor
+# coefficients 1/6, 3/40, 15/336, ...); max relative error of the double-precision
+# evaluation 2.2e-16 on [0, 1/2].  Polynomials and selects only, so loops over pairs that
+# use it vectorize (libm's asin does not).
+_ASIN_P = (0.16666666666666666, 0.075, 0.04464285714285712, 0.03038194444444724,
+           0.022372159090659902, 0.017352764436568628, 0.013964843267282673,
+           0.011551812937585565, 0.009761392569162197, 0.008393225303176481,
+           0.0072836847606360545, 0.006664242854780022, 0.004511064894630965,
+           0.010332968518153606, -0.011210233762568108, 0.03805874055514752,
+           -0.042045073764645675, 0.03570538689886428)
+(_A0, _A1, _A2, _A3, _A4, _A5, _A6, _A7, _A8, _A9, _A10, _A11, _A12, _A13, _A14, _A15, _A16,
+ _A17) = _ASIN_P
+_PIO2_HI = 1.5707963267948966
+_PIO2_LO = 6.123233995736766e-17
+
+
+@nb.njit(cache=True, inline="always")
+def asin_small(x):
+    """asin(x) for |x| <= 1/2 (polynomial, see ``_ASIN_P``)."""
+    t = x * x
+    p = _A17
+    p = p * t + _A16
+    p = p * t + _A15
+    p = p * t + _A14
+    p = p * t + _A13
+    p = p * t + _A12
+    p = p * t + _A11
+    p = p * t + _A10
+    p = p * t + _A9
+    p = p * t + _A8
+    p = p * t + _A7
+    p = p * t + _A6
+    p = p * t + _A5
+    p = p * t + _A4
+    p = p * t + _A3
+    p = p * t + _A2
+    p = p * t + _A1
+    p = p * t + _A0
+    return x + x * (t * p)
+
+
+@nb.njit(cache=True, inline="always")
+def asin_fast(x):
+    """asin(x) on [-1, 1] without libm: asin|x| = pi/2 - 2 asin(sqrt((1 - |x|)/2)) above 1/2."""
+    ax = abs(x)
+    big = ax > 0.5
+    y = math.sqrt(0.5 * (1.0 - ax)) if big else ax
+    a = asin_small(y)
+    r = ((_PIO2_HI - 2.0 * a) + _PIO2_LO) if big else a
+    return r if x >= 0.0 else -r
+
+
+@nb.njit(cache=True, inline="always")
+def acos_eps(c, eps):
+    """arccos(c) from c and eps = 1 - c (carried exactly where it matters), without libm."""
+    hi = c > 0.5
+    lo = c < -0.5
+    y = math.sqrt(0.5 * eps) if hi else (math.sqrt(0.5 * (1.0 + c)) if lo else c)
+    a = asin_small(y)
+    if hi:
+        return 2.0 * a
+    if lo:
+        return (2.0 * _PIO2_HI - 2.0 * a) + 2.0 * _PIO2_LO
+    return (_PIO2_HI - a) + _PIO2_LO
+
+
+@nb.njit(cache=True, inline="always")
+def erf_general_pre(s11, s22, s12, u1, u2, a1):
+    """:func:`general` for erf with u_k = 1/sqrt(1 + 2 s_kk) and a1 = 1 + 2 s11 given."""
+    r = 2.0 * s12 * u1 * u2
+    r = min(1.0, max(-1.0, r))
+    det = max(s11 * s22 - s12 * s12, 0.0)
+    big = a1 + 2.0 * s22 + 4.0 * det
+    return (2.0 / _PI) * asin_fast(r), (4.0 / _PI) / math.sqrt(big)
+
+
+@nb.njit(cache=True, inline="always")
+def relu_general_pre(a, s12, r):
+    """:func:`general` for the ReLU family with r = sqrt(s11) sqrt(s22) > 0 given."""
+    k = (1.0 - a) * (1.0 - a)
+    c = min(1.0, max(-1.0, s12 / r))
+    eps = max(0.0, min(2.0, (r - s12) / r))
+    theta = acos_eps(c, eps)
+    sin_t = math.sqrt(eps * (2.0 - eps))
+    D = k * r * (sin_t + (_PI - theta) * c) * (0.5 / _PI) + a * s12
+    Dp = a + k * (_PI - theta) * (0.5 / _PI)
+    return D, Dp
+
+
 @nb.njit(cache=True)
 def shared_constants(act, q):
     """Per-depth constants of the fast shared-norm closed forms (see :func:`equal_variance_fast`)."""
