@@ -20,7 +20,7 @@ import os
 import numpy as np
 
 from ..core.budget import check_memory
-from ..sweeps.output import check_output, write_file
+from ..sweeps.output import check_output, write_netcdf
 from .options import add_network, add_outputs, busy, command, fmt
 
 
@@ -141,9 +141,7 @@ def run_kernel(args) -> int:
                          architecture=conv)
     print(format_table(ds, with_prediction=bool(args.labels)))
     if args.output:
-        out = ds.copy()
-        out["singular"] = out["singular"].astype(np.int8)  # netCDF has no bool type
-        write_file(args.output, out.to_netcdf, "netcdf", overwrite=args.overwrite)
+        write_netcdf(args.output, ds, overwrite=args.overwrite)
         print(f"wrote {args.output}")
     return 0
 

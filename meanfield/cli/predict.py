@@ -17,7 +17,7 @@ import math
 import numpy as np
 
 from ..sweeps.budget import check_memory
-from ..sweeps.output import check_output, write_file
+from ..sweeps.output import check_output, write_netcdf
 from .kernel import _load
 from .options import add_network, busy, fmt
 
@@ -85,9 +85,7 @@ def run_predict(args) -> int:
                      t=times, diag_reg=args.diag_reg, depths=depths)
     print(format_table(ds, yt))
     if args.output:
-        out = ds.copy()
-        out["singular"] = out["singular"].astype(np.int8)  # netCDF has no bool type
-        write_file(args.output, out.to_netcdf, "netcdf", overwrite=args.overwrite)
+        write_netcdf(args.output, ds, overwrite=args.overwrite)
         print(f"wrote {args.output}")
     return 0
 

@@ -72,3 +72,11 @@ def integer(name, value, minimum):
 def depth(value, name="depth"):
     """A number of layers: an integer >= 1."""
     return integer(name, value, 1)
+
+
+def network(activation, sw2, sb2, L):
+    """(Activation, sw2, sb2, L) of a network of depth L, validated: an unknown activation,
+    a negative or non-finite variance or a depth L < 1 raises ValueError naming it."""
+    from .activation import get_activation  # activation.py sits above this module
+
+    return get_activation(activation), variance("sw2", sw2), variance("sb2", sb2), depth(L)

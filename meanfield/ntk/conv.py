@@ -16,7 +16,6 @@ import numpy as np
 import xarray as xr
 
 from ..core import validate as V
-from ..core.activation import get_activation
 from ..core.budget import check_memory
 from ..core.functions import CF_NONE
 from ..core.vocabulary import described
@@ -198,10 +197,7 @@ def validated(X, X2, activation, sw2, sb2, depth, conv, names=("X", "X2")):
     if not isinstance(conv, Conv):
         raise ValueError(f"architecture must be None (fully connected) or meanfield.Conv(...), "
                          f"got {conv!r}")
-    act = get_activation(activation)
-    sw2 = V.variance("sw2", sw2)
-    sb2 = V.variance("sb2", sb2)
-    L = V.depth(depth)
+    act, sw2, sb2, L = V.network(activation, sw2, sb2, depth)
     X = images(names[0], X, conv)
     if X2 is not None:
         X2 = images(names[1], X2, conv)

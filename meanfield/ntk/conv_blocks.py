@@ -197,22 +197,28 @@ def self_step(mode, act, H, kp, nbr, sw2, sb2, k2, v, t, vn, tn):
     H : (N, P, K) Hermite rows of depth l and kp (N, P) the terms each needs
     (EXPECT_HERMITE only)."""
     N, P = v.shape
-    nd = nbr.shape[1]
     for i in prange(N):
         K = np.empty(P)
         Kd = np.empty(P)
         same = np.ones(P, dtype=np.bool_)
         _expect_vec(mode, act, v[i], v[i], v[i], same, K, Kd, H[i], H[i], kp[i], kp[i])
-        for p in range(P):
-            a = 0.0
-            b = 0.0
-            for d in range(nd):
-                q = nbr[p, d]
-                if q >= 0:
-                    a += K[q]
-                    b += Kd[q] * t[i, q]
-            vn[i, p] = sw2 / k2 * a + sb2
-            tn[i, p] = vn[i, p] + sw2 / k2 * b
+        _filter_step(K, Kd, t[i], nbr, sw2, sb2, k2, vn[i], tn[i])
+
+
+@nb.njit(cache=True)
+def _filter_step(K, Kd, th, nbr, sw2, sb2, k2, sn, tn):
+    """One layer of the pixel diagonal: sn_p = sw2/k^2 sum_d K_{p+d} + sb2 and
+    tn_p = sn_p + sw2/k^2 sum_d Kd_{p+d} th_{p+d} (absent neighbours, nbr < 0, are zeros)."""
+    for p in range(nbr.shape[0]):
+        a = 0.0
+        b = 0.0
+        for d in range(nbr.shape[1]):
+            q = nbr[p, d]
+            if q >= 0:
+                a += K[q]
+                b += Kd[q] * th[q]
+        sn[p] = sw2 / k2 * a + sb2
+        tn[p] = sn[p] + sw2 / k2 * b
 
 
 # --------------------------------------------------------------------------- pairs of images
@@ -242,7 +248,7 @@ def _pair_diag(mode, act, x, y, vx, vy, tab, ii, jj, kx, ky, same_img, nbr, sw2,
                out_t):
     """Flatten readout of one pair: mean_p of the pixel-diagonal Sigma^l, Theta^l, l = 1..L."""
     L = out_s.shape[0]
-    P, nd = nbr.shape
+    P = nbr.shape[0]
     s = np.empty(P)
     _layer1_diag(x, y, nbr, sw2 / (C * k2), sb2, s)
     th = s.copy()
@@ -260,16 +266,7 @@ def _pair_diag(mode, act, x, y, vx, vy, tab, ii, jj, kx, ky, same_img, nbr, sw2,
             break
         Tl = _table(tab[0], tab[1], tab[2], tab[3], P, l)
         _expect_vec(mode, act, vx[l], vy[l], s, same, K, Kd, Tl[ii], Tl[jj], kx[l], ky[l])
-        for p in range(P):
-            a = 0.0
-            b = 0.0
-            for d in range(nd):
-                q = nbr[p, d]
-                if q >= 0:
-                    a += K[q]
-                    b += Kd[q] * th[q]
-            sn[p] = sw2 / k2 * a + sb2
-            tn[p] = sn[p] + sw2 / k2 * b
+        _filter_step(K, Kd, th, nbr, sw2, sb2, k2, sn, tn)
         s[:] = sn  # not before the loop ends: every p reads the old values at p + d
         th[:] = tn
 

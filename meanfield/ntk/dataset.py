@@ -13,7 +13,6 @@ import xarray as xr
 from .._version import __version__
 from ..core import validate as V
 from ..core.budget import check_memory
-from ..core.activation import get_activation
 from ..core.activation import activation_attrs
 from ..core.vocabulary import CONVENTIONS, attrs, described
 from .conv import conv_kernels
@@ -120,10 +119,7 @@ def kernels(X, activation, sw2, sb2, depth, X2=None, architecture=None,
     if np.ndim(X) == 4:
         raise ValueError("X is four-dimensional (images?): pass architecture=meanfield.Conv(...) "
                          "for a convolutional network, or reshape X to (samples, features)")
-    act = get_activation(activation)
-    sw2 = V.variance("sw2", sw2)
-    sb2 = V.variance("sb2", sb2)
-    L = V.depth(depth)
+    act, sw2, sb2, L = V.network(activation, sw2, sb2, depth)
     X = matrix("X", X)
     n = X.shape[0]
     if X2 is None:
@@ -198,10 +194,7 @@ def two_point_kernels(activation, sw2, sb2, depth, q1=1.0, q2=1.0, c=0.5) -> xr.
         Over ``depth``: ``q1``, ``q2`` (Sigma^l diagonal), ``nngp_12``, ``correlation``
         (c^l = Sigma^l_12 / sqrt(Sigma^l_11 Sigma^l_22)), ``ntk_11``, ``ntk_22``, ``ntk_12``.
     """
-    act = get_activation(activation)
-    sw2 = V.variance("sw2", sw2)
-    sb2 = V.variance("sb2", sb2)
-    L = V.depth(depth)
+    act, sw2, sb2, L = V.network(activation, sw2, sb2, depth)
     q1 = V.variance("q1", q1)
     q2 = V.variance("q2", q2)
     c = V.scalar("c", c, minimum=-1.0, maximum=1.0)

@@ -10,7 +10,6 @@ import scipy.linalg
 import xarray as xr
 
 from ..core import validate as V
-from ..core.activation import get_activation
 from ..core.analysis import analyze
 from ..core.vocabulary import KernelStatus, attrs as var_attrs, described, flag_attrs
 from .conv import metric_layers
@@ -40,6 +39,20 @@ STATUS_OK = int(KernelStatus.OK)
 STATUS_SINGULAR = int(KernelStatus.SINGULAR)
 STATUS_NONFINITE = int(KernelStatus.NONFINITE)
 STATUS_NOT_PD = int(KernelStatus.NOT_PD)
+
+
+def train_test(act, sw2, sb2, X_train, y_train, X_test):
+    """Validated labels Y (n[, k]), n, m and the recursion over the blocks train x train
+    (symmetric) and test x train, at layer 1."""
+    Xtr = matrix("X_train", X_train)
+    Xte = matrix("X_test", X_test)
+    if Xte.shape[1] != Xtr.shape[1]:
+        raise ValueError(f"X_test has {Xte.shape[1]} features but X_train has {Xtr.shape[1]}")
+    Y = labels(y_train, Xtr.shape[0])
+    n, m = Xtr.shape[0], Xte.shape[0]
+    rec = setup(act, sw2, sb2, np.vstack([Xtr, Xte]),
+                [(np.arange(n), np.arange(n), True), (np.arange(n, n + m), np.arange(n), False)])
+    return Y, n, m, rec
 
 
 def _rms(a):
@@ -142,20 +155,9 @@ def ntk_metrics(X_train, y_train, X_test, activation, sw2, sb2, depth, depths=No
         if np.ndim(X_train) == 4:
             raise ValueError("X_train is four-dimensional (images?): pass "
                              "architecture=meanfield.Conv(...) for a convolutional network")
-        act = get_activation(activation)
-        sw2 = V.variance("sw2", sw2)
-        sb2 = V.variance("sb2", sb2)
-        L = V.depth(depth)
+        act, sw2, sb2, L = V.network(activation, sw2, sb2, depth)
         keep = select_depths(depths, L)
-        Xtr = matrix("X_train", X_train)
-        Xte = matrix("X_test", X_test)
-        if Xte.shape[1] != Xtr.shape[1]:
-            raise ValueError(f"X_test has {Xte.shape[1]} features but X_train has {Xtr.shape[1]}")
-        Y = labels(y_train, Xtr.shape[0])
-        n, m = Xtr.shape[0], Xte.shape[0]
-        Z = np.vstack([Xtr, Xte])
-        rec = setup(act, sw2, sb2, Z,
-                    [(np.arange(n), np.arange(n), True), (np.arange(n, n + m), np.arange(n), False)])
+        Y, n, m, rec = train_test(act, sw2, sb2, X_train, y_train, X_test)
         layers = ((l, rec.blocks[0].th, rec.blocks[1].th) for l in rec.iterate(int(keep[-1])))
         q1 = float(np.mean(rec.qz))
     slot = {int(d): k for k, d in enumerate(keep)}

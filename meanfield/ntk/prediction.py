@@ -33,13 +33,11 @@ import scipy.linalg
 import xarray as xr
 
 from ..core import validate as V
-from ..core.activation import get_activation
 from ..core.gaussian.moments import pair
 from ..core.vocabulary import KernelStatus, attrs as var_attrs, described, flag_attrs
-from .dataset import global_attrs, matrix
+from .dataset import global_attrs
 from .depths import select_depths
-from .metrics import labels
-from .recursion import setup
+from .metrics import train_test
 
 __all__ = ["predict", "predictions", "PREDICTORS"]
 
@@ -164,10 +162,7 @@ def predictions(X_train, y_train, X_test, activation, sw2, sb2, depth, kernels=P
 
     Returns a dict ``{kernel: Dataset}`` (each as :func:`predict` returns it).
     """
-    act = get_activation(activation)
-    sw2 = V.variance("sw2", sw2)
-    sb2 = V.variance("sb2", sb2)
-    L = V.depth(depth)
+    act, sw2, sb2, L = V.network(activation, sw2, sb2, depth)
     kinds = [kernels] if isinstance(kernels, str) else list(kernels)
     for k in kinds:
         if k not in PREDICTORS:
@@ -175,14 +170,7 @@ def predictions(X_train, y_train, X_test, activation, sw2, sb2, depth, kernels=P
     times, scalar_t = _times(t)
     diag_reg = V.scalar("diag_reg", diag_reg, minimum=0.0)
     keep = select_depths(depths, L)
-    Xtr = matrix("X_train", X_train)
-    Xte = matrix("X_test", X_test)
-    if Xte.shape[1] != Xtr.shape[1]:
-        raise ValueError(f"X_test has {Xte.shape[1]} features but X_train has {Xtr.shape[1]}")
-    Y = labels(y_train, Xtr.shape[0])
-    n, m = Xtr.shape[0], Xte.shape[0]
-    rec = setup(act, sw2, sb2, np.vstack([Xtr, Xte]),
-                [(np.arange(n), np.arange(n), True), (np.arange(n, n + m), np.arange(n), False)])
+    Y, n, m, rec = train_test(act, sw2, sb2, X_train, y_train, X_test)
     kss = rec.qz[n:].copy()  # Sigma^1(x*, x*), then the length map per test point
     norm = float(Y.size)
     T = 1 if times is None else times.size

@@ -274,3 +274,13 @@ def save_figure(fig, path, *, dpi=150, overwrite=False, flag="-o") -> Path:
     return write_file(path, lambda tmp: fig.savefig(tmp, dpi=dpi, format="png",
                                                     metadata={"Software": SOFTWARE}),
                       "png", overwrite=overwrite, flag=flag)
+
+
+def write_netcdf(path, ds, *, overwrite=False, flag="-o") -> Path:
+    """Write the Dataset ``ds`` to netCDF through :func:`write_file`; boolean variables are
+    stored as int8 (netCDF has no boolean type)."""
+    out = ds.copy()
+    for name, var in out.data_vars.items():
+        if var.dtype == bool:
+            out[name] = var.astype("int8")
+    return write_file(path, out.to_netcdf, "netcdf", overwrite=overwrite, flag=flag)
