@@ -502,3 +502,66 @@ def test_near_critical_chaotic_against_reference(case):
     assert 1 - r.c_star == pytest.approx(1 - c, rel=1e-9)
     assert r.chi_c == pytest.approx(chic, rel=1e-10)
     assert 0 <= r.chi_c < 1 and r.xi_c > 0 and r.max_depth > 0
+
+
+# --------------------------------------------------------------------------- moment tables
+@pytest.mark.parametrize("name", ["tanh", "silu", "elu"])
+def test_moment_table_matches_quadrature(name):
+    """Table lookups between the Chebyshev nodes agree with fresh quadrature (the rule the
+    solvers used before the table), and the dual series with the first coefficients."""
+    from meanfield.core import engine
+    from meanfield.core.activation import get_activation
+    from meanfield.core.gaussian.moments import moments1
+    from meanfield.core.moment_table import lookup_hermite, lookup_moments
+
+    act = get_activation(name)
+    table = engine.length_table(act)
+    rng = np.random.default_rng(1)
+    for q in np.exp(rng.uniform(np.log(1e-3), np.log(1e3), 25)):
+        herm = np.zeros(24)
+        m = moments1(act.record, q, herm, True)
+        t = lookup_moments(act.record, table, q)
+        assert t.phi2 == pytest.approx(m.phi2, rel=1e-13)
+        assert t.dphi2 == pytest.approx(m.dphi2, rel=1e-13)
+        assert t.phi2z == pytest.approx(m.phi2z, rel=1e-13)
+        assert abs(t.dphi - m.dphi) <= 1e-13 * math.sqrt(m.dphi2)
+        th, tail, tail1 = lookup_hermite(table, q)
+        if th.size:  # smooth phi at q <= 1e2
+            assert th.size == 128
+            # moments1's coarser rule aliases in the highest of its 24 coefficients at small q
+            # (a_23 of tanh at q = 0.095 is 5e-14 off; the table's is exact, see below).
+            np.testing.assert_allclose(th[:12], herm[:12], rtol=0, atol=1e-13 * math.sqrt(m.phi2))
+            assert tail >= -4e-15 * m.phi2 and tail1 >= -4e-15 * q * m.dphi2  # TABLE_TAIL_ROUNDING
+            assert (th ** 2).sum() + tail == pytest.approx(m.phi2, rel=1e-13)
+            assert (np.arange(128) * th ** 2).sum() + tail1 == pytest.approx(q * m.dphi2, rel=1e-13)
+
+
+def test_moment_table_falls_back_and_rejects():
+    """Outside the table (q = 0, q > 1e4) lookups are the quadrature itself; cells whose
+    interpolant fails verification are not used (sigmoid's Hermite tails at q ~ 1e-10 lose
+    digits to cancellation against E phi^2 ~ 1/4, and verification catches it)."""
+    from meanfield.core import engine
+    from meanfield.core.activation import get_activation
+    from meanfield.core.gaussian.moments import moments1
+    from meanfield.core.moment_table import lookup_hermite, lookup_moments
+
+    act = get_activation("sigmoid")
+    table = engine.length_table(act)
+    for q in (0.0, 3e4):
+        assert lookup_moments(act.record, table, q) == moments1(act.record, q, np.empty(0), True)
+    assert table.ok.all()
+    assert not table.hok[0] and table.hok[-1]
+    assert lookup_hermite(table, 1.5e-10)[0].size == 0
+    assert lookup_hermite(table, 1e3)[0].size == 0  # past the Hermite range
+
+
+def test_moment_table_hermite_against_reference():
+    """A high Hermite coefficient from the table against an independent 40-digit value
+    (mpmath quadrature of tanh(sqrt(q) z) He_23(z) / sqrt(23!) against the Gaussian)."""
+    from meanfield.core import engine
+    from meanfield.core.activation import get_activation
+    from meanfield.core.moment_table import lookup_hermite
+
+    table = engine.length_table(get_activation("tanh"))
+    herm, _, _ = lookup_hermite(table, 0.09514594829923426)
+    assert herm[23] == pytest.approx(-1.290767961324052227297e-08, rel=1e-12)

@@ -65,6 +65,7 @@ def _series_delta(herm, tail, eps):
 def _series_root(herm, tail, sw2, rho, F, q):
     """Root of the series version of G(eps) by Newton from eps = 1 (concave: monotone)."""
     e = 1.0
+    prev_step = math.inf
     for _ in range(MAXIT_C):
         dl, dpq = _series_delta(herm, tail, e)
         G = sw2 * ((1.0 / rho - 1.0) * F + dl) / q - e
@@ -76,8 +77,12 @@ def _series_root(herm, tail, sw2, rho, F, q):
         en = e - G / Gp
         if en <= 0.0 or not math.isfinite(en):
             return math.nan
-        if abs(en - e) <= 2e-16 * e:
+        size = abs(en - e)
+        # Converged at rounding level, or once the steps stop shrinking while tiny (G is
+        # then rounding noise: without this test the last ulp can cycle to MAXIT_C).
+        if size <= 4e-16 * e or (size >= prev_step and size <= 1e-12 * e):
             return en
+        prev_step = size
         e = en
     return e
 
@@ -109,10 +114,63 @@ def _series_fixed_point(series, sw2, rho, q, F):
 
 
 @nb.njit(cache=True)
-def solve_c(act, sw2, sb2, rho, q, F, series):
+def _series_curvature(series, c):
+    """(sum_{n<N} n (n-1) a_n^2 c^(n-2), upper bound on the rest): D''(c) = q^2 E[phi'' phi''].
+
+    For n >= N, (n - 1) c^(n-2) is at most its maximum over real n >= N, so the rest is at
+    most that maximum times tail1 = sum_{n>=N} n a_n^2.
+    """
+    herm = series.coef
+    N = herm.shape[0]
+    d2 = 0.0
+    cn2 = 1.0  # c^(n-2)
+    for n in range(2, N):
+        d2 += n * (n - 1) * herm[n] * herm[n] * cn2
+        cn2 *= c
+    if c <= 0.0:
+        return d2, 0.0
+    L = -math.log(c)
+    xs = 1.0 + 1.0 / L if L > 0.0 else math.inf  # where (x - 1) c^(x-2) peaks
+    if xs <= N:
+        M = (N - 1) * c ** (N - 2)
+    else:
+        M = math.exp(-1.0) / (L * c)
+    return d2, M * series.tail1
+
+
+@nb.njit(cache=True)
+def _accept_first_step(series, sw2, q, e, en, Gp, Dp):
+    """(accepted, D' at en) for the Newton step e -> en of the first 2-D evaluation.
+
+    The error left after the step is |G''| step^2 / (2 |G'|) (G'' = -sw2 D''(c) / q), with
+    D'' bounded from above by the dual series and its tail (:func:`_series_curvature`, taken
+    at the largest c the step touches: D'' grows with c).  When it is below rounding, en is
+    the root and D' is carried to it with the series' D''; the carry's uncertainty (the tail
+    bound times the step) must be below rounding too.  Saves the 2-D evaluation that the
+    two-slope curvature estimate would need.
+    """
+    step = abs(en - e)
+    cmax = 1.0 - max(min(e, en) - step, 0.0)
+    d2, d2_rest = _series_curvature(series, cmax)
+    if not (math.isfinite(d2) and math.isfinite(d2_rest)):
+        return False, Dp
+    gpp = sw2 * (d2 + d2_rest) / q
+    # (2 step)^2: the distance from e to the root is at most twice the step when the
+    # step's own error is below it.
+    if gpp * 4.0 * step * step > 2e-16 * e * abs(Gp):
+        return False, Dp
+    if d2_rest * step / q > 1e-16 * abs(Dp):
+        return False, Dp
+    d2n, _ = _series_curvature(series, 1.0 - 0.5 * (e + en))
+    return True, Dp + d2n / q * (e - en)  # dDp/dc = D''(c) / q
+
+
+@nb.njit(cache=True)
+def solve_c(act, sw2, sb2, rho, q, F, series, dphi=math.nan):
     """Stable correlation fixed point below c = 1 (chaotic phase or dropout).
 
-    ``F = E phi^2`` at q and ``series`` its :class:`DualSeries` (empty coefficients: none).
+    ``F = E phi^2`` at q and ``series`` its :class:`DualSeries` (empty coefficients: none);
+    ``dphi = E phi'`` at q when known (NaN: not known).
 
     Returns
     -------
@@ -120,18 +178,22 @@ def solve_c(act, sw2, sb2, rho, q, F, series):
     """
     if act.odd and sb2 == 0.0 and rho == 1.0:
         # C(0) = 0 exactly for odd phi without bias: c* = 0, chi_c = sw2 (E phi')^2.
+        if math.isfinite(dphi):
+            return CorrelationFixedPoint(0.0, sw2 * dphi * dphi, OK, 0)
         m = moments2(act, q, 1.0)
         return CorrelationFixedPoint(0.0, sw2 * m.Dp, OK, 0)
 
     lo = 0.0
     hi = 1.0
     e = 1.0
+    from_series = False
     if act.family == CF_NONE and series.coef.shape[0] > 0:
         c, chic, es = _series_fixed_point(series, sw2, rho, q, F)
         if math.isfinite(c):
             return CorrelationFixedPoint(c, chic, OK, 0)
         if math.isfinite(es):
             e = es
+            from_series = True
     prev_step = math.inf
     e_prev = math.nan
     gp_prev = math.nan
@@ -154,6 +216,10 @@ def solve_c(act, sw2, sb2, rho, q, F, series):
         size = abs(en - e)
         if size <= 4e-16 * e or (size >= prev_step and size <= 1e-12 * e):
             return CorrelationFixedPoint(1.0 - e, sw2 * m.Dp, OK, it)
+        if it == 0 and from_series and size <= NEWTON_ACCEPT * e and lo < en < hi:
+            accepted, dp_new = _accept_first_step(series, sw2, q, e, en, Gp, m.Dp)
+            if accepted:
+                return CorrelationFixedPoint(1.0 - en, sw2 * dp_new, OK, it)
         if it > 0 and size <= NEWTON_ACCEPT * e:
             # Newton converges quadratically: the root is at en up to |G''| step^2 / (2|G'|).
             # With G'' from the last two slopes, accept en when that error is below rounding

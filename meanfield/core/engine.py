@@ -12,8 +12,9 @@ import numpy as np
 
 from . import point as P
 from .activation import Activation
-from .functions import CF_LINEAR, CF_RELU
+from .functions import CF_LINEAR, CF_NONE, CF_RELU
 from .length_map import LengthTable, build_table
+from .moment_table import build_moment_table, empty_table
 from .vocabulary import CRITICAL_TOL, DEPTH_CONSTANT, Q0
 
 # Quantities returned per point, in the order of the solver's output row.
@@ -35,7 +36,7 @@ FIELDS = {
 TABLE_NODES_PER_DECADE = 64
 TABLE_LOG10_RANGE = (-10, 4)
 _TABLES: dict = {}
-_EMPTY_TABLE = LengthTable(np.empty(0), np.empty(0), np.empty(0))
+_EMPTY_TABLE = LengthTable(np.empty(0), np.empty(0), np.empty(0), *empty_table())
 
 
 def length_table(act: Activation) -> LengthTable:
@@ -50,7 +51,9 @@ def length_table(act: Activation) -> LengthTable:
                       TABLE_LOG10_RANGE[1] * TABLE_NODES_PER_DECADE + 1)
         tq = np.power(10.0, k / TABLE_NODES_PER_DECADE)
         tF, tS = build_table(act.record, tq)
-        table = LengthTable(tq, tF, tS)
+        mt = build_moment_table(act.record) if act.closed_form == CF_NONE \
+            else empty_table()
+        table = LengthTable(tq, tF, tS, *mt)
         _TABLES[key] = table
     return table
 

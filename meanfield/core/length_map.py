@@ -23,6 +23,7 @@ import numpy as np
 
 from .functions import CF_LINEAR, CF_NONE, CF_RELU, phi
 from .gaussian.moments import Moments1, dphi2_at_zero, moments1
+from .moment_table import MomentTable, lookup_moments
 from .vocabulary import Status
 
 OK = int(Status.OK)
@@ -39,8 +40,11 @@ MAXIT_Q = 300
 # evaluation; the quadratic-convergence error estimate then decides.
 NEWTON_ACCEPT = 1e-6
 
-LengthTable = namedtuple("LengthTable", ["q", "F", "S"])
-LengthTable.__doc__ = """E[phi^2] (``F``) and q dE[phi^2]/dq (``S``) at the lengths ``q`` (log grid)."""
+# Flat (no nested tuple): Numba's parallel loops cannot pass a tuple holding a tuple.
+LengthTable = namedtuple("LengthTable", ["q", "F", "S"] + list(MomentTable._fields))
+LengthTable.__doc__ = """E[phi^2] (``F``) and q dE[phi^2]/dq (``S``) at the lengths ``q`` (log grid),
+followed by the fields of the activation's
+:class:`~meanfield.core.moment_table.MomentTable` (the lookups read those by name)."""
 LengthFixedPoint = namedtuple("LengthFixedPoint", ["q", "status", "iterations", "moments"])
 
 
@@ -213,7 +217,8 @@ def solve_q(act, sw2d, sb2, q0, table):
             hi = x  # the root lies below the table
     prev_step = math.inf
     for it in range(MAXIT_Q):
-        m = moments1(act, x, empty, True)
+        # The Chebyshev table where it is verified: no quadrature between the bracket's ends.
+        m = lookup_moments(act, table, x)
         V = sw2d * m.phi2 + sb2
         if not math.isfinite(V):
             return LengthFixedPoint(math.nan, NONFINITE, it, nan_m)

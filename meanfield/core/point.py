@@ -23,6 +23,7 @@ from .correlation_map import N_HERMITE, DualSeries, solve_c
 from .functions import CF_NONE, CF_RELU, kink_at_zero
 from .gaussian.moments import moments1
 from .length_map import solve_q
+from .moment_table import lookup_hermite, lookup_moments
 from .vocabulary import Phase, Status
 
 OK = int(Status.OK)
@@ -43,6 +44,7 @@ N_OUT = 12
 # Relative uncertainty of a tail mass computed as E[phi^2] - sum_{n<N} a_n^2: both sides
 # are accurate to ~1e-16 relative, their difference to a few times that.
 TAIL_ROUNDING = 1e-15
+TABLE_TAIL_ROUNDING = 4e-15
 # chi_1 this close above 1 counts as 1 for the correlation map (see analyze_point).
 CHI1_RESOLUTION = 1e-12
 
@@ -83,23 +85,32 @@ def _unbounded(act, sw2, sw2d, out):
 
 
 @nb.njit(cache=True)
-def _dual_series(act, q, F, dphi2):
-    """Hermite coefficients of phi(sqrt(q) z) and their exact tail masses."""
-    herm = np.zeros(N_HERMITE if act.family == CF_NONE else 0)
-    tail = 0.0
-    tail1 = 0.0
+def _dual_series(act, table, q, F, dphi2):
+    """Hermite coefficients of phi(sqrt(q) z) and their exact tail masses.
+
+    From the activation's moment table where it has verified Hermite cells (N_HERMITE_TABLE
+    terms, no quadrature), else by quadrature (N_HERMITE terms).
+    """
+    if act.family != CF_NONE:
+        return DualSeries(np.zeros(0), 0.0, 0.0)
+    herm, t0, t1 = lookup_hermite(table, q)
     if herm.shape[0] > 0:
-        moments1(act, q, herm, True)
-        s0 = 0.0
-        s1 = 0.0
-        for n in range(herm.shape[0]):
-            s0 += herm[n] * herm[n]
-            s1 += n * herm[n] * herm[n]
-        # The tails are differences of two sums accurate to rounding: they are known only up
-        # to a few ulps of the whole, so the bound keeps that much (a tail computed as 0 by
-        # cancellation would otherwise "prove" a truncated series exact near c = 1).
-        tail = max(F - s0, 0.0) + TAIL_ROUNDING * F
-        tail1 = max(q * dphi2 - s1, 0.0) + TAIL_ROUNDING * q * dphi2  # sum n a_n^2 = q E[phi'^2]
+        # Tabulated tails: differences taken on the table's own nodes, then interpolated;
+        # measured within 1.1e-15 of the whole below zero, so the bound keeps 4x that.
+        return DualSeries(herm, max(t0, 0.0) + TABLE_TAIL_ROUNDING * F,
+                          max(t1, 0.0) + TABLE_TAIL_ROUNDING * q * dphi2)
+    herm = np.zeros(N_HERMITE)
+    moments1(act, q, herm, True)
+    s0 = 0.0
+    s1 = 0.0
+    for n in range(herm.shape[0]):
+        s0 += herm[n] * herm[n]
+        s1 += n * herm[n] * herm[n]
+    # The tails are differences of two sums accurate to rounding: they are known only up
+    # to a few ulps of the whole, so the bound keeps that much (a tail computed as 0 by
+    # cancellation would otherwise "prove" a truncated series exact near c = 1).
+    tail = max(F - s0, 0.0) + TAIL_ROUNDING * F
+    tail1 = max(q * dphi2 - s1, 0.0) + TAIL_ROUNDING * q * dphi2  # sum n a_n^2 = q E[phi'^2]
     return DualSeries(herm, tail, tail1)
 
 
@@ -144,7 +155,9 @@ def analyze_point(act, table, sw2, sb2, settings, out):
         # the rounding level of C(c), where no solver can separate it from c = 1).
         out[I_C] = 1.0
         out[I_CHIC] = chi1
-        xic = depth_scale(chi1)
+        # chi_1 within CHI1_RESOLUTION above 1 counts as 1 here too: xi_c is infinite, not a
+        # huge negative number from one ulp of rounding.
+        xic = depth_scale(min(chi1, 1.0))
     elif q == 0.0:
         # Dropout with q* = 0 (sb2 = 0, phi(0) = 0): lengths vanish and c = q_ab / q is a
         # 0/0 limit.  Linearizing a phi that is smooth at 0 gives c^{l+1} = rho c^l exactly,
@@ -157,8 +170,11 @@ def analyze_point(act, table, sw2, sb2, settings, out):
         xic = depth_scale(rho)
     else:
         # The dual-activation coefficients are needed only here, so ordered points skip them.
-        series = _dual_series(act, q, m.phi2, m.dphi2)
-        cf = solve_c(act, sw2, sb2, rho, q, m.phi2, series)
+        series = _dual_series(act, table, q, m.phi2, m.dphi2)
+        # E phi' at q itself (m may carry the length solve's last moments to q to first
+        # order, which leaves E phi' one Newton step behind): c* = 0 needs only it.
+        dphi = lookup_moments(act, table, q).dphi if (act.odd and sb2 == 0.0) else math.nan
+        cf = solve_c(act, sw2, sb2, rho, q, m.phi2, series, dphi)
         if cf.status != OK:
             out[I_C] = cf.c
             out[I_CHIC] = cf.chi_c
