@@ -21,9 +21,11 @@ LAYERS = [
     ("meanfield.explore",),
     ("meanfield.cli", "meanfield.__main__"),
 ]
-# Inside the core, the same rule between its modules (vocabulary and validate are shared).
-CORE_ORDER = ["vocabulary", "validate", "functions", "activation", "gaussian", "length_map",
-              "correlation_map", "point", "engine", "analysis", "critical", "advice"]
+# Inside the core, the same rule between its modules (vocabulary, budget and validate are
+# shared; validate names the activation it checks, so it sits above activation).
+CORE_ORDER = ["vocabulary", "budget", "functions", "activation", "validate", "gaussian",
+              "moment_table", "length_map", "correlation_map", "point", "engine", "analysis",
+              "critical", "advice"]
 MAX_LINES = 500
 
 

@@ -289,3 +289,6 @@ class _Method:
         self.method = method
         self.shared = False
         self.cheb_nodes = []
+
+    def extra_attrs(self):
+        return {}
