@@ -222,3 +222,17 @@ def test_errors_name_the_parameter(kwargs, word):
     args.update(kwargs)
     with pytest.raises(ValueError, match=word):
         mf.conv_depth_scales(**args)
+
+
+def test_figure():
+    import matplotlib
+
+    matplotlib.use("Agg")
+    from meanfield.plot.conv import conv_mode_depth_scales
+
+    fig = conv_mode_depth_scales("erf", 0.05, 3, (8, 8), sw2=np.linspace(0.5, 3.0, 6))
+    ax = fig.axes[0]
+    assert ax.get_yscale() == "log" and len(ax.get_lines()) == 6  # 5 modes + critical sw2
+    import matplotlib.pyplot as plt
+
+    plt.close(fig)
