@@ -44,7 +44,8 @@ def conv_mode_depth_scales(activation, sb2, filter_size, image_shape, *, sw2=Non
     H, W = int(image_shape[0]), int(image_shape[1])
     sc = critical_sw2(act, b)
     if sw2 is None:
-        sw2 = np.linspace(0.2 * sc, 2.5 * sc, 200) if math.isfinite(sc) else np.linspace(0.1, 5, 200)
+        sw2 = (np.linspace(0.2 * sc, 2.5 * sc, 200) if math.isfinite(sc)
+               else np.linspace(0.1, 5.0, 200))
     sw2 = np.asarray(sw2, dtype=float)
     if modes is None:
         modes = [(0, 0), (1, 0), (1, 1), (max(H // 4, 1), 0), (H // 2, W // 2)]
