@@ -289,3 +289,7 @@ class _Method:
         self.method = method
         self.shared = False
         self.cheb_nodes = []
+
+    def extra_attrs(self):
+        """No method-specific attributes (global_attrs asks every recursion for them)."""
+        return {}
