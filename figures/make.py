@@ -174,9 +174,17 @@ def generalization_relu():
     return _generalization("relu")
 
 
+def conv_depth_scales():
+    """CNN (tanh, 3x3 filters, 8x8 circular): xi of spatial Fourier modes against sw2."""
+    from meanfield.plot.conv import conv_mode_depth_scales
+
+    return conv_mode_depth_scales("tanh", SB2, 3, (8, 8))
+
+
 TARGETS = {f.__name__: f for f in (tanh_phase, activations_phase, tanh_dropout_phase, length_map,
                                     correlation_map, depth_profiles, depth_scales, ntk_trainability,
-                                    critical_lines, generalization_tanh, generalization_relu)}
+                                    critical_lines, generalization_tanh, generalization_relu,
+                                    conv_depth_scales)}
 
 
 def main(argv=None) -> int:

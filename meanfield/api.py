@@ -24,6 +24,7 @@ from .ntk import kernels, ntk_metrics, two_point_kernels
 from .ntk import Conv  # convolutional architecture for kernels / ntk_metrics
 # Infinite-width predictions: NNGP posterior, NTK gradient-flow ensemble
 from .ntk import predict
+from .ntk.conv_scales import conv_depth_scales  # CNN depth scales per spatial Fourier mode
 
 # Sweeps: chunked, resumable, distributed
 from .sweeps import SweepSpec, load_spec, open_sweep, sweep, sweep_status
@@ -56,6 +57,7 @@ __all__ = [
     "two_point_kernels",
     "Conv",
     "predict",
+    "conv_depth_scales",
     # sweeps
     "SweepSpec",
     "load_spec",

@@ -291,4 +291,5 @@ class _Method:
         self.cheb_nodes = []
 
     def extra_attrs(self):
+        """No method-specific attributes (global_attrs asks every recursion for them)."""
         return {}
