@@ -16,7 +16,7 @@ import math
 
 import numpy as np
 
-from ..sweeps.budget import check_memory
+from ..core.budget import check_memory
 from ..sweeps.output import check_output, write_netcdf
 from .kernel import _load
 from .options import add_network, busy, fmt
