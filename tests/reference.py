@@ -11,6 +11,7 @@ import math
 import warnings
 
 import mpmath as mp
+import numpy as np
 from scipy import integrate, optimize
 
 mp.mp.dps = 30
@@ -200,3 +201,41 @@ def c_star_near_one(name, sw2, sb2, q, eps0):
             break
         e0, h0, e1, h1 = e1, h1, e2, h(e2)
     return 1.0 - e1, sw2 * delta_two_point(name, q, e1)[1]
+
+
+def gauss_legendre_normal(n, half_width=11.0):
+    """Nodes z and weights w (Gaussian density included) of n-point Gauss-Legendre on
+    [-half_width, half_width]: sum w f(z) = E f(Z), Z ~ N(0, 1), for smooth f."""
+    z, w = np.polynomial.legendre.leggauss(n)
+    z = z * half_width
+    return z, w * half_width * np.exp(-0.5 * z ** 2) / math.sqrt(2 * math.pi)
+
+
+def gl_recursion(X, sw2, sb2, L, f, df, n_nodes):
+    """Independent NNGP/NTK recursion (docs/theory.md) with every pair's expectations by
+    tensor Gauss-Legendre in z1, z2 with u = l11 z1, v = l21 z1 + l22 z2 (the Cholesky
+    factor of the pair's covariance).  Returns (Sigma, Theta) of shape (L, n, n)."""
+    z, w = gauss_legendre_normal(n_nodes)
+    W2 = np.outer(w, w)
+    n, d = X.shape
+    S = sw2 * (X @ X.T) / d + sb2
+    T = S.copy()
+    outS, outT = [S], [T]
+    z1 = z[:, None]
+    z2 = z[None, :]
+    for _ in range(L - 1):
+        Sn = np.empty_like(S)
+        Dp = np.empty_like(S)
+        for i in range(n):
+            for j in range(i, n):
+                l11 = math.sqrt(S[i, i])
+                l21 = S[i, j] / l11
+                l22 = math.sqrt(max(S[j, j] - l21 * l21, 0.0))
+                u = l11 * z1
+                v = l21 * z1 + l22 * z2
+                Sn[i, j] = Sn[j, i] = sw2 * np.sum(W2 * f(u) * f(v)) + sb2
+                Dp[i, j] = Dp[j, i] = sw2 * np.sum(W2 * df(u) * df(v))
+        S, T = Sn, Sn + Dp * T
+        outS.append(S)
+        outT.append(T)
+    return np.array(outS), np.array(outT)

@@ -19,6 +19,8 @@ from meanfield import analyze, critical_sw2, kernels, ntk_metrics, two_point_ker
 import meanfield as mf
 from meanfield.cli.kernel import register as add_kernel_parser
 
+from . import reference as ref
+
 
 def _sphere(rng, n, d):
     X = rng.standard_normal((n, d))
@@ -65,10 +67,6 @@ def _mp_erf(s11, s22, s12):
 
 
 _GL_N = 900
-_GL_Z, _GL_W = np.polynomial.legendre.leggauss(_GL_N)
-_GL_Z = _GL_Z * 11.0  # [-11, 11]: the Gaussian weight beyond is < 1e-26
-_GL_W = _GL_W * 11.0 * np.exp(-0.5 * _GL_Z ** 2) / math.sqrt(2 * math.pi)
-_W2 = np.outer(_GL_W, _GL_W)
 
 _PHIS = {
     "tanh": (np.tanh, lambda x: 1.0 / np.cosh(x) ** 2),
@@ -85,31 +83,8 @@ def _erf(x):
 
 
 def _gl_recursion(X, sw2, sb2, L, name):
-    """Independent reference: Gauss-Legendre (900^2 nodes) in z1, z2 with
-    u = l11 z1, v = l21 z1 + l22 z2 (Cholesky of each pair's covariance)."""
-    f, df = _PHIS[name]
-    n, d = X.shape
-    S = sw2 * (X @ X.T) / d + sb2
-    T = S.copy()
-    outS, outT = [S], [T]
-    z1 = _GL_Z[:, None]
-    z2 = _GL_Z[None, :]
-    for _ in range(L - 1):
-        Sn = np.empty_like(S)
-        Dp = np.empty_like(S)
-        for i in range(n):
-            for j in range(i, n):
-                l11 = math.sqrt(S[i, i])
-                l21 = S[i, j] / l11
-                l22 = math.sqrt(max(S[j, j] - l21 * l21, 0.0))
-                u = l11 * z1
-                v = l21 * z1 + l22 * z2
-                Sn[i, j] = Sn[j, i] = sw2 * np.sum(_W2 * f(u) * f(v)) + sb2
-                Dp[i, j] = Dp[j, i] = sw2 * np.sum(_W2 * df(u) * df(v))
-        S, T = Sn, Sn + Dp * T
-        outS.append(S)
-        outT.append(T)
-    return np.array(outS), np.array(outT)
+    """The independent tensor Gauss-Legendre recursion of tests/reference.py."""
+    return ref.gl_recursion(X, sw2, sb2, L, *_PHIS[name], _GL_N)
 
 
 # --------------------------------------------------------------------------- closed forms
@@ -163,8 +138,8 @@ def test_quadrature_activations_match_independent_rule(name, sb2, norms):
     for phase, sw2 in _phase_points(name, sb2):
         ds = kernels(X, name, sw2, sb2, L)
         Sr, Tr = _gl_recursion(X, sw2, sb2, L, name)
-        for got, ref in ((ds.nngp.values, Sr), (ds.ntk.values, Tr)):
-            err = np.max(np.abs(got - ref)) / np.max(np.abs(ref))
+        for got, want in ((ds.nngp.values, Sr), (ds.ntk.values, Tr)):
+            err = np.max(np.abs(got - want)) / np.max(np.abs(want))
             assert err < 1e-9, (name, norms, phase, err)
 
 
