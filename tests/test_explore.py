@@ -242,7 +242,6 @@ def browser():
         b.close()
 
 
-@pytest.mark.xfail(run=False, reason="open bug (issue 16): on a fresh Numba cache the live server stops answering after its first computations; passes with a warm cache")
 def test_app_click_shows_analyze_values(app_url, browser):
     C = _compute()
     pg = Page(browser)
@@ -281,7 +280,6 @@ def test_app_click_shows_analyze_values(app_url, browser):
     pg.page.close()
 
 
-@pytest.mark.xfail(run=False, reason="open bug (issue 16): on a fresh Numba cache the live server stops answering after its first computations; passes with a warm cache")
 def test_app_activation_moves_critical_line_and_bad_input_is_shown(app_url, browser):
     pg = Page(browser)
     pg.page.goto(app_url)
@@ -306,7 +304,6 @@ def test_app_activation_moves_critical_line_and_bad_input_is_shown(app_url, brow
     pg.page.close()
 
 
-@pytest.mark.xfail(run=False, reason="open bug (issue 16): on a fresh Numba cache the live server stops answering after its first computations; passes with a warm cache")
 def test_app_recovers_after_bad_input(app_url, browser):
     pg = Page(browser)
     pg.page.goto(app_url)

@@ -73,6 +73,15 @@ class Explorer:
         for w in (self.sw2_in, self.sb2_in, self.depth_in):
             w.param.watch(lambda e: self.request_point(), "value")
         self.layout = self._layout()
+        if threaded:
+            # Changes made between the page's first render and its websocket connection are
+            # lost (Bokeh sends the document with the page, then only later patches), so a
+            # result that arrives in that window never shows: start the work once loaded.
+            pn.state.onload(self._start)
+        else:
+            self._start()
+
+    def _start(self):
         self.request_diagram()
         self.request_point()
 
