@@ -14,7 +14,7 @@ from pathlib import Path
 
 from ..core.vocabulary import DEPTH_CONSTANT
 from ..sweeps.output import check_output, save_figure, write_file
-from .options import add_activation, add_network, add_outputs, command, fmt, parse_range
+from .options import add_activation, add_network, add_outputs, command, fmt, parse_depths, parse_range
 
 
 def register(subparsers):
@@ -129,17 +129,6 @@ def format_simulation(ds) -> str:
     return "\n".join(lines)
 
 
-def _depth_list(text):
-    try:
-        vals = [float(v) for v in str(text).split(",") if v.strip()]
-    except ValueError:
-        raise ValueError(f"--depths: expected a comma-separated list of integers, got {text!r}") \
-            from None
-    if not vals or any(not v.is_integer() or v < 1 for v in vals):
-        raise ValueError(f"--depths: expected a comma-separated list of integers >= 1, got {text!r}")
-    return [int(v) for v in vals]
-
-
 def run_trainability(args) -> int:
     """Train networks on digits over (sw2, depth) and fit L_max = C xi_c.
 
@@ -153,7 +142,7 @@ def run_trainability(args) -> int:
     from ..plot import plot_trainability
 
     _check_paths(args.output, args.png, args.overwrite)
-    depths = _depth_list(args.depths)
+    depths = parse_depths(args.depths)
     # per sw2 value: an accuracy, a loss and a flag per depth
     sw2 = parse_range(args.sw2, "--sw2", bytes_per_point=8 + 24 * len(depths))
     settings = dict(sb2=args.sb2, width=args.width, steps=args.steps, batch_size=args.batch_size,

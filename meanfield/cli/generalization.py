@@ -14,16 +14,11 @@ from __future__ import annotations
 from ..core.vocabulary import DEPTH_CONSTANT
 from ..sweeps.output import write_file
 from .experiments import _check_paths, _save_png
-from .options import add_activation, fmt, parse_range, progress
+from .options import add_activation, add_outputs, command, fmt, parse_depths, parse_range, progress
 
 
 def register(subparsers):
-    p = subparsers.add_parser(
-        "generalization", help="test accuracy of NNGP/NTK predictors on digits over (sw2, depth)",
-        description="The generalization phase diagram (Xiao, Pennington and Schoenholz 2020): "
-                    "infinite-width NNGP and NTK predictors trained to convergence on a split "
-                    "of scikit-learn's digits, scored over a grid of sw2 and depths, beside "
-                    "the mean-field depth scale xi_c (docs/theory.md).")
+    p = command(subparsers, "generalization", run_generalization)
     add_activation(p, default="tanh")
     p.add_argument("--sw2", default="0.6:4:9", help="START:STOP:N or a list (default 0.6:4:9); "
                                                    "the critical sw2 is added")
@@ -37,28 +32,23 @@ def register(subparsers):
                    help="ridge relative to the mean kernel diagonal (default 0)")
     p.add_argument("--depth-constant", type=float, default=DEPTH_CONSTANT,
                    help=f"C of the C xi_c curve (default {DEPTH_CONSTANT:g})")
-    p.add_argument("-o", "--output", required=True, help="output netCDF file (.nc)")
-    p.add_argument("--png", help="draw the diagram to this PNG")
-    p.add_argument("--overwrite", action="store_true",
-                   help="replace existing outputs (only files meanfield wrote)")
-    p.set_defaults(func=run_generalization)
+    add_outputs(p, "output netCDF file (.nc)", required=True, png="draw the diagram to this PNG")
     return p
 
 
-def _depths(text):
-    try:
-        out = [int(v) for v in str(text).split(",")]
-    except ValueError:
-        raise ValueError(f"--depths: expected comma-separated integers, got {text!r}") from None
-    return out
-
-
 def run_generalization(args) -> int:
+    """Test accuracy of NNGP/NTK predictors on digits over (sw2, depth).
+
+    The generalization phase diagram (Xiao, Pennington and Schoenholz 2020): infinite-width
+    NNGP and NTK predictors trained to convergence on a split of scikit-learn's digits,
+    scored over a grid of sw2 and depths, beside the mean-field depth scale xi_c
+    (docs/theory.md).
+    """
     from ..experiments.generalization import generalization
 
     _check_paths(args.output, args.png, args.overwrite)
     sw2 = parse_range(args.sw2, "--sw2")
-    depths = _depths(args.depths)
+    depths = parse_depths(args.depths)
     with progress(total=len(sw2) + 1, desc="sw2", unit="sw2") as bar:
         ds = generalization(args.activation, sw2, args.sb2, depths=depths, n_train=args.n_train,
                             n_test=args.n_test, seed=args.seed, diag_reg=args.diag_reg,

@@ -77,6 +77,18 @@ def parse_range(text, name, bytes_per_point=8):
     return np.linspace(start, stop, n)
 
 
+def parse_depths(text, name="--depths"):
+    """A comma-separated list of depths (integers >= 1), e.g. ``"4,8,16"``."""
+    try:
+        vals = [float(v) for v in str(text).split(",") if v.strip()]
+    except ValueError:
+        raise ValueError(f"{name}: expected a comma-separated list of integers, got {text!r}") \
+            from None
+    if not vals or any(not v.is_integer() or v < 1 for v in vals):
+        raise ValueError(f"{name}: expected a comma-separated list of integers >= 1, got {text!r}")
+    return [int(v) for v in vals]
+
+
 def range_count(text):
     """Number of points ``text`` (as given to :func:`parse_range`) describes, without
     allocating them; None if it is malformed (parse_range then says why)."""
