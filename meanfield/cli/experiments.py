@@ -14,7 +14,8 @@ from pathlib import Path
 
 from ..core.vocabulary import DEPTH_CONSTANT
 from ..sweeps.output import check_output, save_figure, write_file
-from .options import add_activation, add_network, add_outputs, command, fmt, parse_depths, parse_range
+from .options import (add_activation, add_network, add_outputs, add_sw2_depth_grid, command, fmt,
+                      parse_depths, parse_range)
 
 
 def register(subparsers):
@@ -31,10 +32,7 @@ def register(subparsers):
 
     p = command(subparsers, "trainability", run_trainability)
     add_activation(p, default="tanh")
-    p.add_argument("--sw2", default="1:4:16", help="START:STOP:N or a list (default 1:4:16)")
-    p.add_argument("--sb2", type=float, default=0.05, help="bias variance (default 0.05)")
-    p.add_argument("--depths", default="4,8,12,16,20,25,30,40,50,60,70",
-                   help="comma-separated depths (default 4,8,...,70)")
+    add_sw2_depth_grid(p, "1:4:16", "4,8,12,16,20,25,30,40,50,60,70")
     p.add_argument("--width", type=int, default=100, help="layer width (default 100)")
     p.add_argument("--steps", type=int, default=300, help="SGD steps (default 300)")
     p.add_argument("--batch-size", type=int, default=32, help="minibatch size (default 32)")

@@ -14,17 +14,15 @@ from __future__ import annotations
 from ..core.vocabulary import DEPTH_CONSTANT
 from ..sweeps.output import write_file
 from .experiments import _check_paths, _save_png
-from .options import add_activation, add_outputs, command, fmt, parse_depths, parse_range, progress
+from .options import (add_activation, add_outputs, add_sw2_depth_grid, command, fmt, parse_depths,
+                      parse_range, progress)
 
 
 def register(subparsers):
     p = command(subparsers, "generalization", run_generalization)
     add_activation(p, default="tanh")
-    p.add_argument("--sw2", default="0.6:4:9", help="START:STOP:N or a list (default 0.6:4:9); "
-                                                   "the critical sw2 is added")
-    p.add_argument("--sb2", type=float, default=0.05, help="bias variance (default 0.05)")
-    p.add_argument("--depths", default="1,2,3,4,6,8,12,16,24,32,48,64,96,128",
-                   help="comma-separated depths to score (default 1,2,...,128)")
+    add_sw2_depth_grid(p, "0.6:4:9", "1,2,3,4,6,8,12,16,24,32,48,64,96,128",
+                       sw2_note="; the critical sw2 is added")
     p.add_argument("--n-train", type=int, default=500, help="training images (default 500)")
     p.add_argument("--n-test", type=int, default=500, help="test images (default 500)")
     p.add_argument("--seed", type=int, default=0, help="seed of the split (default 0)")

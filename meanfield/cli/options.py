@@ -199,6 +199,15 @@ def add_depth_constant(sp):
                     help=f"max_depth = C * xi_c (default {DEPTH_CONSTANT:g})")
 
 
+def add_sw2_depth_grid(sp, sw2, depths, sw2_note=""):
+    """--sw2 START:STOP:N | LIST, --sb2 and --depths of the experiments over (sw2, depth)."""
+    sp.add_argument("--sw2", default=sw2, help=f"START:STOP:N or a list (default {sw2}){sw2_note}")
+    sp.add_argument("--sb2", type=float, default=0.05, help="bias variance (default 0.05)")
+    first = depths.split(",")
+    sp.add_argument("--depths", default=depths, help="comma-separated depths (default "
+                    f"{','.join(first[:2])},...,{first[-1]})")
+
+
 def add_outputs(sp, output, *, required=False, metavar=None, png=None, replaces="existing outputs"):
     """-o/--output, an optional --png and --overwrite, worded alike on every command.
 
