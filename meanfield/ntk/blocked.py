@@ -77,14 +77,25 @@ def first_block(act, sw2, sb2, Z, shared, rows, cols):
         blk = rec.blocks[0]
         local = np.arange(rows.size)
         return Block(local, local, True, blk.sig, blk.eps if shared else None), rows, rec.qz[rows]
-    pairs = [(rows, cols, False)] if shared else [(rows, cols, False), (cols, rows, False)]
+    # NumPy hands a product with a single row or column to BLAS's gemv, whose sums may
+    # round differently from the gemm that computed the whole kernel: a one-row (one-column)
+    # block borrows the next row (previous column), which exist because rows come before
+    # cols, and drops it afterwards.
+    pr, pc = int(rows.size == 1), int(cols.size == 1)
+    rows_w = np.append(rows, rows[-1] + 1) if pr else rows
+    cols_w = np.concatenate([cols[:1] - 1, cols]) if pc else cols
+    pairs = [(rows_w, cols_w, False)]
+    if not shared:
+        pairs.append((cols_w, rows_w, False))
     rec = setup(act, sw2, sb2, Z, pairs)
     b = rec.blocks
-    sig = b[0].sig if shared else np.ascontiguousarray(0.5 * (b[0].sig + b[1].sig.T))
+    sig = b[0].sig if shared else 0.5 * (b[0].sig + b[1].sig.T)
+    sig = np.ascontiguousarray(sig[:rows.size, pc:])
+    eps = np.ascontiguousarray(b[0].eps[:rows.size, pc:]) if shared else None
     local_r = np.arange(rows.size)
     local_c = rows.size + np.arange(cols.size)
     points = np.concatenate([rows, cols])
-    return Block(local_r, local_c, False, sig, b[0].eps if shared else None), points, rec.qz[points]
+    return Block(local_r, local_c, False, sig, eps), points, rec.qz[points]
 
 
 def run_block(act, sw2, sb2, qz, shared, blk: Block, step_at, keep, emit) -> int:
