@@ -29,6 +29,7 @@ from ..core.vocabulary import attrs
 from . import kernel_store as KS
 from .execute import run_tasks
 from .kernel_table import TableReader, write_table
+from .store import lock, log_run
 
 __all__ = ["kernels_to_store"]
 
@@ -222,7 +223,7 @@ def kernels_to_store(X, activation, sw2, sb2, depth, store, *, block=None, depth
                                  f"overwrite=True (CLI: --overwrite) to replace it")
             else:
                 block = KS.check_existing(store, fp, block)
-                fd = KS.take_lock(store)
+                fd = lock(store)
         if fd is None:
             block = min(block or DEFAULT_BLOCK, n)
             _check_size(n, keep.size, L, block, workers, store)
@@ -230,7 +231,7 @@ def kernels_to_store(X, activation, sw2, sb2, depth, store, *, block=None, depth
             if replace and KS.bookkeeping(store) is None and any(store.iterdir()):
                 raise ValueError(f"{str(store)!r} exists and is not a meanfield kernel store; "
                                  f"refusing to overwrite it")
-            old = KS.take_lock(store) if replace else None
+            old = lock(store) if replace else None
             try:
                 rec = table_recursion(act, sw2, sb2, X)
 
@@ -288,4 +289,4 @@ def _run(store, X, act, sw2, sb2, keep, block, client, workers, progress):
         raise
     finally:
         entry["seconds"] = round(time.time() - started, 3)
-        KS.log_run(store, entry, extra)
+        log_run(store, entry, KS.META, extra)

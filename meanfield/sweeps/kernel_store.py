@@ -22,10 +22,6 @@ time (the flock of :func:`meanfield.sweeps.store.lock`).
 from __future__ import annotations
 
 import hashlib
-import json
-import os
-import shutil
-import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -34,8 +30,9 @@ import xarray as xr
 import zarr
 
 from .._version import __version__
-from .output import os_error_text, publish_mode, quiet_consolidation, replace_dir
-from .store import consolidate, lock
+from .output import quiet_consolidation
+from .store import bookkeeping as store_bookkeeping
+from .store import differing_keys, existing_bookkeeping, open_dataset, publish
 
 __all__ = ["KernelStoreStatus", "open_kernels", "kernel_store_status"]
 
@@ -57,42 +54,19 @@ def fingerprint(act_attrs: dict, sw2, sb2, depth, keep, X) -> dict:
 
 def bookkeeping(store: Path):
     """The store's bookkeeping group, or None if ``store`` is not a meanfield kernel store."""
-    if not (store / "zarr.json").is_file():
-        return None
-    try:
-        g = zarr.open_group(str(store), mode="r", path=META, use_consolidated=False)
-    except (OSError, KeyError, ValueError, TypeError, zarr.errors.GroupNotFoundError):
-        return None
-    return g if "fingerprint" in g.attrs else None
-
-
-def take_lock(store: Path) -> int:
-    """The writer lock of ``store`` (see :func:`meanfield.sweeps.store.lock`)."""
-    try:
-        return lock(store)
-    except ValueError:
-        raise ValueError(f"store {str(store)!r} is being written by another meanfield run; "
-                         f"wait for it to finish (or stop it) and run again") from None
+    return store_bookkeeping(store, META, "fingerprint")
 
 
 def create(store: Path, template: xr.Dataset, fp: dict, block: int, fill_table,
            replace=False) -> int:
-    """Build the store in a hidden sibling directory, then rename it to ``store``.
+    """Create the store (:func:`meanfield.sweeps.store.publish`); returns its lock's fd.
 
     ``template`` is the kernel dataset with lazy (dask) variables: only its metadata and
     coordinates are written.  ``fill_table(group)`` writes the layer table and returns the
-    dataset's global attributes (they say which methods the layers used).  An old store
-    (``replace``; the caller holds its lock) is removed only once the new one is in place.
-    Returns the fd holding the new store's writer lock.
+    dataset's global attributes (they say which methods the layers used).
     """
-    try:
-        store.parent.mkdir(parents=True, exist_ok=True)
-        tmp = Path(tempfile.mkdtemp(prefix=f".{store.name}.init-", dir=store.parent))
-    except OSError as exc:
-        raise ValueError(f"cannot create store {str(store)!r}: {os_error_text(exc)}") from None
-    fd = None
-    try:
-        fd = lock(tmp)
+
+    def build(tmp):
         K, n, _ = template["nngp"].shape
         b = min(block, n)
         enc = {v: {"chunks": (1, b, b), "compressors": None, "fill_value": np.nan}
@@ -110,35 +84,14 @@ def create(store: Path, template: xr.Dataset, fp: dict, block: int, fill_table,
         meta.create_array(DONE, shape=(nb, nb), chunks=(1, 1), dtype=bool, fill_value=False)
         meta.create_array(FALLBACK, shape=(nb, nb), chunks=(1, 1), dtype="int64", fill_value=0)
         root.attrs.update(fill_table(meta.create_group(TABLE)))
-        consolidate(tmp)
-        publish_mode(tmp)
-        try:
-            if replace:
-                replace_dir(tmp, store)
-            else:
-                os.replace(tmp, store)  # fails (ENOTEMPTY) if another process made one
-        except OSError as exc:
-            raise ValueError(f"cannot create store {str(store)!r}: {os_error_text(exc)}") from None
-        return fd
-    except BaseException:
-        if fd is not None:
-            os.close(fd)
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
+
+    return publish(store, build, replace)
 
 
 def check_existing(store: Path, fp: dict, block):
     """The block size of an existing store that may be resumed for ``fp``, or ValueError."""
-    meta = bookkeeping(store)
-    if meta is None:
-        raise ValueError(f"{str(store)!r} exists and is not a meanfield kernel store; "
-                         f"refusing to touch it")
-    if meta.attrs.get("format") != FORMAT:
-        raise ValueError(f"store {str(store)!r} has layout format {meta.attrs.get('format')!r}, "
-                         f"this meanfield writes {FORMAT}; pass overwrite=True "
-                         f"(CLI: --overwrite) to replace it")
-    old = dict(meta.attrs["fingerprint"])
-    diff = [k for k in list(old) + [k for k in fp if k not in old] if old.get(k) != fp.get(k)]
+    meta = existing_bookkeeping(store, "kernel", META, "fingerprint", FORMAT)
+    diff = differing_keys(dict(meta.attrs["fingerprint"]), fp)
     if diff:
         raise ValueError(f"store {str(store)!r} holds other kernels (differs in "
                          f"{', '.join(diff)}); pass overwrite=True (CLI: --overwrite) to "
@@ -148,16 +101,6 @@ def check_existing(store: Path, fp: dict, block):
         raise ValueError(f"store {str(store)!r} is blocked by {stored}, not {block}; resume "
                          f"with block={stored} (or leave it out) or pass overwrite=True")
     return stored
-
-
-def log_run(store: Path, entry: dict, attrs=None):
-    """Append a run to the log and update global attributes of the dataset."""
-    g = zarr.open_group(str(store), mode="r+", path=META, use_consolidated=False)
-    g.attrs["runs"] = list(g.attrs.get("runs", [])) + [entry]
-    if attrs:
-        root = zarr.open_group(str(store), mode="r+", use_consolidated=False)
-        root.attrs.update(attrs)
-    consolidate(store)
 
 
 @dataclass(frozen=True)
@@ -236,5 +179,4 @@ def open_kernels(store, partial=False) -> xr.Dataset:
         raise ValueError(f"store {str(store)!r} is unfinished ({st.n_done} of {st.n_blocks} "
                          f"blocks computed); run kernels_to_store again (CLI: meanfield kernel "
                          f"... --store) to resume it, or pass partial=True")
-    meta = json.loads((Path(store) / "zarr.json").read_text(encoding="utf-8"))
-    return xr.open_zarr(str(store), consolidated=meta.get("consolidated_metadata") is not None)
+    return open_dataset(Path(store))
