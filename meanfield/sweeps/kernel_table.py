@@ -66,7 +66,13 @@ def write_table(group: zarr.Group, steps, n_steps: int, n: int, block: int):
 class TableReader:
     """The layer table of a store restricted to some inputs: ``reader(s)`` is the LayerStep
     of layer s + 1 -> s + 2 with its per-input arrays at the inputs ``ranges`` (a list of
-    contiguous ``slice`` objects, in order), read from the store when asked for."""
+    contiguous ``slice`` objects, in order).
+
+    Layers are read in batches of up to ``BATCH_BYTES``: one zarr read per batch instead of
+    one per layer (each read costs milliseconds, as much as a small block's layer).
+    """
+
+    BATCH_BYTES = 32 << 20
 
     def __init__(self, group: zarr.Group, ranges):
         self.ranges = ranges
@@ -74,22 +80,31 @@ class TableReader:
         self.vectors = {k: (group[k][...], group[f"{k}_size"][...]) for k in VECTORS
                         if k in group}
         self.arrays = {name: group[name] for name in POINT_AXIS if name in group}
+        points = sum(r.stop - r.start for r in ranges)
+        per_layer = sum(8 * points * a.size // (a.shape[0] * a.shape[1 + POINT_AXIS[k]])
+                        for k, a in self.arrays.items())
+        self.batch = max(1, self.BATCH_BYTES // max(1, per_layer))
+        self.start, self.cache = 0, {}
 
-    def _points(self, name, s):
-        arr = self.arrays[name]
-        axis = POINT_AXIS[name]
-        parts = []
-        for r in self.ranges:
-            index = [s] + [slice(None)] * (arr.ndim - 1)
-            index[1 + axis] = r
-            parts.append(arr[tuple(index)])
-        return np.concatenate(parts, axis=axis)
+    def _load(self, s0):
+        s1 = s0 + self.batch
+        self.start, self.cache = s0, {}
+        for name, arr in self.arrays.items():
+            axis = 1 + POINT_AXIS[name]  # in the batch, which keeps the layer axis
+            parts = []
+            for r in self.ranges:
+                index = [slice(s0, s1)] + [slice(None)] * (arr.ndim - 1)
+                index[axis] = r
+                parts.append(arr[tuple(index)])
+            self.cache[name] = np.concatenate(parts, axis=axis)
 
     def __call__(self, s: int) -> LayerStep:
+        if not self.cache or not self.start <= s < self.start + self.batch:
+            self._load(s)
         fields = {k: v[s].item() for k, v in self.scalars.items()}
         fields["mode"] = int(fields["mode"])
         for k, (padded, sizes) in self.vectors.items():
             fields[k] = np.ascontiguousarray(padded[s, :sizes[s]])
         for name in self.arrays:
-            fields[name] = np.ascontiguousarray(self._points(name, s))
+            fields[name] = np.ascontiguousarray(self.cache[name][s - self.start])
         return LayerStep(**fields)
