@@ -31,7 +31,7 @@ import numpy as np
 from ..core.budget import BudgetError, check_memory
 from ..sweeps.output import check_output, write_netcdf
 from .options import (add_network, add_outputs, add_scheduler, busy, command, dask_client,
-                      fmt, show_progress)
+                      fmt, numbers, show_progress)
 
 
 def _f6(v):
@@ -184,16 +184,6 @@ def run_kernel(args) -> int:
     return 0
 
 
-def _depths(text):
-    items = [v.strip() for v in str(text).split(",")]
-    try:
-        if any(not v for v in items):
-            raise ValueError
-        return [int(v) for v in items]
-    except ValueError:
-        raise ValueError(f"--depths: expected comma-separated integers, got {text!r}") from None
-
-
 def run_kernel_store(args) -> int:
     """``meanfield kernel ... --store K.zarr``: the kernels into a resumable zarr store."""
     from ..sweeps import kernel_store_status, kernels_to_store
@@ -207,7 +197,7 @@ def run_kernel_store(args) -> int:
         raise ValueError(f"--store: {str(store)!r} is a file, not a zarr store (a directory)")
     if not store.exists():
         check_output(store, "zarr", flag="--store")  # its directory must exist and be writable
-    depths = None if args.depths is None else _depths(args.depths)
+    depths = None if args.depths is None else numbers("--depths", args.depths, int)
     X = _load("--data", args.data)
     _check_shape("--data", X, None)
     with dask_client(args.scheduler) as client:

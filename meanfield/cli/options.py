@@ -244,3 +244,15 @@ def dask_client(address):
         yield client
     finally:
         client.close()
+
+
+def numbers(flag, text, kind):
+    """A comma-separated list of ``kind`` (int, float) values, or ValueError naming ``flag``."""
+    items = [v.strip() for v in str(text).split(",")]
+    try:
+        if any(not v for v in items):
+            raise ValueError
+        return [kind(v) for v in items]
+    except ValueError:
+        raise ValueError(f"{flag}: expected a comma-separated list of numbers, got {text!r}") \
+            from None
