@@ -104,7 +104,8 @@ def kernels(X, activation, sw2, sb2, depth, X2=None, architecture=None,
     -----
     Inputs whose norms |x|^2/d agree to 1e-13 use the shared-norm path (see the module
     docstring); otherwise every pair keeps its own 2x2 covariance.  Memory is the output,
-    2 L n m doubles, plus a few n x m work arrays.
+    2 L n m doubles, plus a few n x m work arrays; for kernels larger than memory,
+    :func:`meanfield.kernels_to_store` computes the same values block by block on disk.
 
     Raises
     ------
