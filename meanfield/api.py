@@ -28,6 +28,8 @@ from .ntk.conv_scales import conv_depth_scales  # CNN depth scales per spatial F
 
 # Sweeps: chunked, resumable, distributed
 from .sweeps import SweepSpec, load_spec, open_sweep, sweep, sweep_status
+# Kernels larger than memory: block by block into a zarr store, on the sweep scheduler
+from .sweeps import KernelStoreStatus, kernel_store_status, kernels_to_store, open_kernels
 
 __all__ = [
     # activations
@@ -64,4 +66,9 @@ __all__ = [
     "sweep",
     "open_sweep",
     "sweep_status",
+    # kernels larger than memory
+    "kernels_to_store",
+    "open_kernels",
+    "kernel_store_status",
+    "KernelStoreStatus",
 ]

@@ -7,6 +7,14 @@
 With ``--conv K`` the network is convolutional (K x K filters, docs/theory.md,
 "Convolutional networks") and the data are images, .npy of shape (n, H, W, C).
 
+    meanfield kernel ACT --sw2 SW2 --sb2 SB2 --depth L --data X.npy --store K.zarr
+                     [--block B] [--depths 1,5,10] [--scheduler ADDRESS | --workers N]
+                     [--overwrite] [--no-progress]
+
+With ``--store`` the NNGP and NTK kernels themselves go block by block into a zarr store
+(:func:`meanfield.kernels_to_store`; for data sets whose n x n kernels do not fit in
+memory); running the same command again resumes an interrupted run.
+
 Prints the per-depth table of :func:`meanfield.ntk_metrics` (without labels:
 lambda_max, lambda_min, condition number of Theta^l on the data) and optionally writes
 the dataset to netCDF.  Bad input raises ValueError with a one-line message; the main
@@ -16,12 +24,14 @@ CLI turns it into exit code 2.
 from __future__ import annotations
 
 import os
+from pathlib import Path
 
 import numpy as np
 
-from ..core.budget import check_memory
+from ..core.budget import BudgetError, check_memory
 from ..sweeps.output import check_output, write_netcdf
-from .options import add_network, add_outputs, busy, command, fmt
+from .options import (add_network, add_outputs, add_scheduler, busy, command, dask_client,
+                      fmt, numbers, show_progress)
 
 
 def _f6(v):
@@ -41,8 +51,27 @@ def register(subparsers):
                    help="with --conv: circular (default) or zero ('same') padding")
     p.add_argument("--readout", choices=("flatten", "gap"), default=None,
                    help="with --conv: flatten (default) or global average pooling")
-    add_outputs(p, "write the dataset to this netCDF file", replaces="an existing output")
+    add_outputs(p, "write the dataset to this netCDF file",
+                replaces="an existing output (with --store: a kernel store)")
+    g = p.add_argument_group("kernels larger than memory (--store)")
+    g.add_argument("--store", metavar="K.zarr",
+                   help="write the NNGP/NTK kernels block by block into this zarr store "
+                        "(resumed if it holds the same kernels) instead of the metrics table")
+    g.add_argument("--block", type=int, default=None, metavar="B",
+                   help="with --store: rows and columns per block (default 1024; a resumed "
+                        "store keeps its own)")
+    g.add_argument("--depths", metavar="LIST",
+                   help="with --store: comma-separated depths to keep (default all 1..L)")
+    add_scheduler(g, what="blocks")
+    g.add_argument("--no-progress", dest="progress", action="store_false",
+                   help="with --store: no progress bar")
     return p
+
+
+STORE_ONLY = ("--block", "block"), ("--depths", "depths"), ("--scheduler", "scheduler"), \
+    ("--workers", "workers")
+NOT_WITH_STORE = ("--labels", "labels"), ("--test", "test"), ("--conv", "conv"), \
+    ("-o", "output")
 
 
 NPY_MAGIC = b"\x93NUMPY"
@@ -116,6 +145,11 @@ def run_kernel(args) -> int:
     """
     from ..ntk import ntk_metrics
 
+    if args.store is not None:
+        return run_kernel_store(args)
+    for flag, name in STORE_ONLY:
+        if getattr(args, name) is not None:
+            raise ValueError(f"{flag} needs --store K.zarr (kernels block by block on disk)")
     conv = architecture(args)
     if args.output is not None:
         if not str(args.output).lower().endswith(".nc"):
@@ -134,8 +168,12 @@ def run_kernel(args) -> int:
     if isinstance(args.depth, int) and args.depth >= 1 and X.ndim >= 1 and Xt.ndim >= 1:
         n = X.shape[0] + (Xt.shape[0] if args.test else 0)
         # NNGP and NTK over every pair of inputs at every depth, and their eigensystems.
-        check_memory(8.0 * 6 * args.depth * float(n) ** 2,
-                     f"--depth {args.depth} with {n} inputs")
+        try:
+            check_memory(8.0 * 6 * args.depth * float(n) ** 2,
+                         f"--depth {args.depth} with {n} inputs")
+        except BudgetError as exc:
+            raise BudgetError(f"{exc}; --store K.zarr computes the kernels block by block "
+                              f"into a zarr store on disk instead") from None
     with busy("kernels"):
         ds = ntk_metrics(X, y, Xt, args.activation, args.sw2, args.sb2, args.depth,
                          architecture=conv)
@@ -143,6 +181,45 @@ def run_kernel(args) -> int:
     if args.output:
         write_netcdf(args.output, ds, overwrite=args.overwrite)
         print(f"wrote {args.output}")
+    return 0
+
+
+def run_kernel_store(args) -> int:
+    """``meanfield kernel ... --store K.zarr``: the kernels into a resumable zarr store."""
+    from ..sweeps import kernel_store_status, kernels_to_store
+
+    for flag, name in NOT_WITH_STORE:
+        if getattr(args, name) is not None:
+            raise ValueError(f"{flag} cannot be combined with --store (the store holds the "
+                             f"kernels of --data; compute metrics from it separately)")
+    store = Path(args.store)
+    if store.exists() and not store.is_dir():
+        raise ValueError(f"--store: {str(store)!r} is a file, not a zarr store (a directory)")
+    if not store.exists():
+        check_output(store, "zarr", flag="--store")  # its directory must exist and be writable
+    depths = None if args.depths is None else numbers("--depths", args.depths, int)
+    X = _load("--data", args.data)
+    _check_shape("--data", X, None)
+    with dask_client(args.scheduler) as client:
+        try:
+            ds = kernels_to_store(X, args.activation, args.sw2, args.sb2, args.depth, store,
+                                  block=args.block, depths=depths, client=client,
+                                  workers=args.workers, overwrite=args.overwrite,
+                                  progress=show_progress(args.progress))
+        except ValueError as exc:
+            text = str(exc)
+            for word, flag in (("block", "--block"), ("depths", "--depths"),
+                               ("workers", "--workers")):
+                if text.startswith(word + " "):
+                    raise ValueError(f"{flag}: {text}") from None
+            raise ValueError(text.replace("overwrite=True (CLI: --overwrite)", "--overwrite")) \
+                from None
+    st = kernel_store_status(store)
+    run = st.runs[-1] if st.runs else {}
+    print(f"{store}: {st.n_done}/{st.n_blocks} blocks of {st.block} x {st.block} done; this run "
+          f"computed {run.get('blocks_computed', 0)} in {run.get('seconds', 0):.1f} s; "
+          f"nngp, ntk at depths {','.join(str(int(d)) for d in ds.depth.values)} over "
+          f"{ds.sizes['i']} x {ds.sizes['j']} inputs")
     return 0
 
 

@@ -116,6 +116,11 @@ def _quiet():
     return os.environ.get("MEANFIELD_NO_PROGRESS", "") not in ("", "0")
 
 
+def show_progress(requested=True) -> bool:
+    """Whether a command's own progress bar should show (not with MEANFIELD_NO_PROGRESS)."""
+    return bool(requested) and not _quiet()
+
+
 def progress(iterable=None, total=None, desc=None, unit="it"):
     """A tqdm bar on stderr that appears only if the work takes over a second and is
     erased when it ends, so stdout stays a clean table."""
@@ -232,3 +237,43 @@ def command(subparsers, name, func):
     p = subparsers.add_parser(name, help=head[:1].lower() + head[1:], description=paragraphs[1])
     p.set_defaults(func=func)
     return p
+
+
+def add_scheduler(sp, what="chunks"):
+    """--scheduler and --workers: where the dask tasks of a resumable store run."""
+    sp.add_argument("--scheduler", metavar="ADDRESS",
+                    help="address of a running dask scheduler (e.g. tcp://host:8786); default: "
+                         "a local cluster of one process per core")
+    sp.add_argument("--workers", type=int, default=None, metavar="N",
+                    help=f"local worker processes when no --scheduler is given (1: compute the "
+                         f"{what} in this process)")
+
+
+@contextlib.contextmanager
+def dask_client(address):
+    """A dask.distributed Client connected to ``address`` (None: yields None), closed after."""
+    if not address:
+        yield None
+        return
+    from dask.distributed import Client
+
+    try:
+        client = Client(address, timeout="10s")
+    except OSError as err:
+        raise ValueError(f"cannot connect to dask scheduler {address!r}: {err}") from None
+    try:
+        yield client
+    finally:
+        client.close()
+
+
+def numbers(flag, text, kind):
+    """A comma-separated list of ``kind`` (int, float) values, or ValueError naming ``flag``."""
+    items = [v.strip() for v in str(text).split(",")]
+    try:
+        if any(not v for v in items):
+            raise ValueError
+        return [kind(v) for v in items]
+    except ValueError:
+        raise ValueError(f"{flag}: expected a comma-separated list of numbers, got {text!r}") \
+            from None

@@ -19,7 +19,7 @@ import numpy as np
 from ..core.budget import check_memory
 from ..sweeps.output import check_output, write_netcdf
 from .kernel import _load
-from .options import add_network, busy, fmt
+from .options import add_network, busy, fmt, numbers
 
 
 def register(subparsers):
@@ -48,17 +48,6 @@ def register(subparsers):
     return p
 
 
-def _numbers(flag, text, kind):
-    items = [v.strip() for v in str(text).split(",")]
-    try:
-        if any(not v for v in items):
-            raise ValueError
-        return [kind(v) for v in items]
-    except ValueError:
-        raise ValueError(f"{flag}: expected a comma-separated list of numbers, got {text!r}") \
-            from None
-
-
 def run_predict(args) -> int:
     """Handler of ``meanfield predict``; returns the exit code (0)."""
     from ..ntk import predict
@@ -67,8 +56,8 @@ def run_predict(args) -> int:
         if not str(args.output).lower().endswith(".nc"):
             raise ValueError(f"-o: output must end in .nc, got {args.output!r}")
         check_output(args.output, "netcdf", overwrite=args.overwrite)
-    times = None if args.time is None else np.array(_numbers("--time", args.time, float))
-    depths = None if args.depths is None else _numbers("--depths", args.depths, int)
+    times = None if args.time is None else np.array(numbers("--time", args.time, float))
+    depths = None if args.depths is None else numbers("--depths", args.depths, int)
     X = _load("--train", args.train)
     y = _load("--labels", args.labels)
     Xt = _load("--test", args.test)

@@ -17,7 +17,7 @@ from ..core.critical import critical_line_from_data
 from ..core.vocabulary import Phase
 from ..sweeps.output import check_output, write_file
 from ..sweeps.store import open_checked, verify
-from .options import add_outputs
+from .options import add_outputs, add_scheduler, dask_client
 from .options import progress as progress_bar
 
 
@@ -47,12 +47,7 @@ def register(subparsers) -> None:
     p.add_argument("spec", help="sweep spec (TOML)")
     p.add_argument("-o", "--output", dest="store", required=True, metavar="STORE",
                    help="zarr store directory")
-    p.add_argument("--scheduler", metavar="ADDRESS",
-                   help="address of a running dask scheduler (e.g. tcp://host:8786); default: "
-                        "a local cluster of one process per core")
-    p.add_argument("--workers", type=int, default=None, metavar="N",
-                   help="local worker processes when no --scheduler is given (1: run in this "
-                        "process)")
+    add_scheduler(p)
     mode = p.add_mutually_exclusive_group()
     mode.add_argument("--resume", dest="resume", action="store_true", default=True,
                       help="continue an existing store of the same spec (default)")
@@ -90,21 +85,10 @@ def cmd_sweep(args) -> int:
         raise ValueError(f"-o: {str(store)!r} is a file, not a zarr store (a directory)")
     if not store.exists():
         check_output(store, "zarr")  # the directory must exist and be writable
-    client = None
-    if args.scheduler:
-        from dask.distributed import Client
-
-        try:
-            client = Client(args.scheduler, timeout="10s")
-        except OSError as err:
-            raise ValueError(f"cannot connect to dask scheduler {args.scheduler!r}: {err}") from None
-    try:
+    with dask_client(args.scheduler) as client:
         ds = SW.sweep(args.spec, args.store, client=client, chunks=args.chunks,
                       resume=args.resume, overwrite=args.overwrite, progress=args.progress,
                       workers=args.workers)
-    finally:
-        if client is not None:
-            client.close()
     st = SW.sweep_status(args.store)
     run = st.runs[-1] if st.runs else {}
     print(f"{args.store}: {st.n_done}/{st.n_chunks} chunks done; this run computed "

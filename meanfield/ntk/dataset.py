@@ -12,7 +12,7 @@ import xarray as xr
 
 from .._version import __version__
 from ..core import validate as V
-from ..core.budget import check_memory
+from ..core.budget import BudgetError, check_memory
 from ..core.activation import activation_attrs
 from ..core.vocabulary import CONVENTIONS, attrs, described
 from .conv import conv_kernels
@@ -104,7 +104,8 @@ def kernels(X, activation, sw2, sb2, depth, X2=None, architecture=None,
     -----
     Inputs whose norms |x|^2/d agree to 1e-13 use the shared-norm path (see the module
     docstring); otherwise every pair keeps its own 2x2 covariance.  Memory is the output,
-    2 L n m doubles, plus a few n x m work arrays.
+    2 L n m doubles, plus a few n x m work arrays; for kernels larger than memory,
+    :func:`meanfield.kernels_to_store` computes the same values block by block on disk.
 
     Raises
     ------
@@ -136,7 +137,14 @@ def kernels(X, activation, sw2, sb2, depth, X2=None, architecture=None,
     keep = None if depths is None else select_depths(depths, L)
     kept = L if keep is None else keep.size
     # the output (2 K m n doubles for K kept depths) and the recursion's work arrays (a few m x n)
-    check_memory(8.0 * (2 * kept + 6) * m * n, f"kernels of {m} x {n} inputs at {kept} depths")
+    try:
+        check_memory(8.0 * (2 * kept + 6) * m * n, f"kernels of {m} x {n} inputs at {kept} depths")
+    except BudgetError as exc:
+        if X2 is not None:
+            raise
+        raise BudgetError(f"{exc}; meanfield.kernels_to_store(X, ..., store='k.zarr') computes "
+                          f"them block by block into a zarr store on disk (CLI: meanfield "
+                          f"kernel ... --store k.zarr)") from None
     rec = setup(act, sw2, sb2, Z, blocks)
     if keep is None:
         S = np.empty((L, m, n))
@@ -152,7 +160,15 @@ def kernels(X, activation, sw2, sb2, depth, X2=None, architecture=None,
                 S[slot[l]], T[slot[l]] = rec.blocks[0].sig, rec.blocks[0].th
         dcoord = ("depth", keep, attrs("depth"))
     row = "X2" if X2 is not None else "X"
-    ds = xr.Dataset(
+    return kernel_dataset(S, T, dcoord, row, global_attrs(act, sw2, sb2, rec,
+                                                         f"NNGP and NTK kernels: {act.name}"))
+
+
+def kernel_dataset(S, T, dcoord, row, meta) -> xr.Dataset:
+    """The dataset of :func:`kernels`: ``nngp`` = S and ``ntk`` = T over (depth, i, j), each
+    variable and coordinate described; S and T may be numpy or dask arrays (m, n per depth)."""
+    m, n = S.shape[1], S.shape[2]
+    return xr.Dataset(
         {
             "nngp": (("depth", "i", "j"), S, described("NNGP kernel Sigma^l (pre-activation covariance)")),
             "ntk": (("depth", "i", "j"), T, described("neural tangent kernel Theta^l (NTK parameterization)")),
@@ -162,9 +178,8 @@ def kernels(X, activation, sw2, sb2, depth, X2=None, architecture=None,
             "i": ("i", np.arange(m), described(f"row of {row}", "1")),
             "j": ("j", np.arange(n), described("row of X", "1")),
         },
-        attrs=global_attrs(act, sw2, sb2, rec, f"NNGP and NTK kernels: {act.name}"),
+        attrs=meta,
     )
-    return ds
 
 
 def two_point_kernels(activation, sw2, sb2, depth, q1=1.0, q2=1.0, c=0.5) -> xr.Dataset:

@@ -10,9 +10,7 @@ recomputes exactly the chunks whose flag is unset.
 
 from __future__ import annotations
 
-import logging
 import os
-import signal
 import time
 from pathlib import Path
 
@@ -27,6 +25,7 @@ from .spec import SweepSpec, as_spec
 from ..core.budget import check_disk, check_memory
 from .store import (CHECKSUM, DONE, META_GROUP, bookkeeping, check_existing, create, lock,
                     log_run, open_sweep, verify)
+from .execute import run_tasks
 from .verify import chunk_digests
 
 # Bytes per grid point: 11 variables of ~8 bytes each in the store (uncompressed), and
@@ -83,66 +82,6 @@ def _run_chunk(task) -> tuple:
     flags = zarr.open_array(task["store"], path=f"{META_GROUP}/{DONE}", mode="r+")
     flags[task["index"]] = True
     return task["index"]
-
-
-def _execute(tasks, client, workers, progress, n_total, n_done):
-    from tqdm.auto import tqdm
-
-    bar = tqdm(total=n_total, initial=n_done, unit="chunk", desc="sweep", disable=not progress,
-               dynamic_ncols=True, mininterval=0.5)
-    bar.refresh()  # shown at once: starting a cluster takes seconds
-    computed = 0
-    try:
-        if client is None and (workers <= 1 or len(tasks) <= 1):
-            for t in tasks:
-                _run_chunk(t)
-                computed += 1
-                bar.update()
-            return computed
-        own = None
-        if client is None:
-            from dask.distributed import Client, LocalCluster
-
-            # One single-threaded process per core: the Numba kernels hold the GIL.  The
-            # workers ignore SIGINT (inherited while they start): Ctrl-C reaches this
-            # process, which cancels the work and closes the cluster in order, instead of
-            # every worker printing its own traceback.
-            old = signal.signal(signal.SIGINT, signal.SIG_IGN)
-            try:
-                cluster = LocalCluster(n_workers=workers, threads_per_worker=1, processes=True,
-                                       dashboard_address=None, silence_logs=logging.CRITICAL)
-                own = client = Client(cluster)
-            finally:
-                signal.signal(signal.SIGINT, old)
-        from dask.distributed import as_completed
-
-        futures = client.map(_run_chunk, tasks, pure=False)
-        try:
-            for fut in as_completed(futures):
-                fut.result()  # re-raises a worker's exception here
-                computed += 1
-                bar.update()
-        except BaseException:
-            bar.leave = False
-            _quiet_distributed()
-            client.cancel(futures)
-            raise
-        finally:
-            if own is not None:
-                own.close()
-                cluster.close()
-        return computed
-    except BaseException:
-        bar.leave = False  # an interrupted bar is erased, so the last line says why
-        raise
-    finally:
-        bar.close()
-
-
-def _quiet_distributed():
-    """Closing a cluster after a cancelled run logs every closed connection; silence it."""
-    for name in ("distributed", "tornado", "asyncio"):
-        logging.getLogger(name).setLevel(logging.CRITICAL + 1)
 
 
 def _check_size(spec: SweepSpec, store: Path, workers: int):
@@ -278,8 +217,8 @@ def _run(spec, store, client, workers, progress):
              "chunks_computed": 0, "seconds": 0.0, "outcome": "interrupted",
              "meanfield_version": __version__}
     try:
-        entry["chunks_computed"] = _execute(tasks, client, int(workers), progress, n_total,
-                                            int(done.sum()))
+        entry["chunks_computed"] = run_tasks(_run_chunk, tasks, client, int(workers), progress,
+                                              n_total, int(done.sum()))
         entry["outcome"] = "complete"
     except BaseException:
         # Ctrl-C or a failing chunk: count what got flagged before the stop.

@@ -48,25 +48,26 @@ def fingerprint(spec: SweepSpec) -> dict:
     return d
 
 
-def _diff(a, b, prefix=""):
+def differing_keys(a, b, prefix=""):
     """Dotted names of the keys whose values differ between two nested dicts."""
     if isinstance(a, dict) and isinstance(b, dict):
         out = []
         for k in list(a) + [k for k in b if k not in a]:
-            out += _diff(a.get(k), b.get(k), f"{prefix}.{k}" if prefix else str(k))
+            out += differing_keys(a.get(k), b.get(k), f"{prefix}.{k}" if prefix else str(k))
         return out
     return [] if a == b else [prefix or "spec"]
 
 
-def bookkeeping(store: Path):
-    """The store's bookkeeping group, or None if ``store`` is not a meanfield sweep store."""
+def bookkeeping(store: Path, group: str = META_GROUP, key: str = "spec"):
+    """The store's bookkeeping group (``group``, holding the attribute ``key``), or None if
+    ``store`` is not such a meanfield store (a sweep store by default)."""
     if not (store / "zarr.json").is_file():
         return None
     try:
-        g = zarr.open_group(str(store), mode="r", path=META_GROUP, use_consolidated=False)
+        g = zarr.open_group(str(store), mode="r", path=group, use_consolidated=False)
     except (OSError, KeyError, ValueError, TypeError, zarr.errors.GroupNotFoundError):
         return None
-    return g if "spec" in g.attrs else None
+    return g if key in g.attrs else None
 
 
 def _describe(spec, chunks=None):
@@ -84,7 +85,7 @@ def lock(store: Path) -> int:
         fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
     except OSError:
         os.close(fd)
-        raise ValueError(f"store {str(store)!r} is being written by another meanfield sweep; "
+        raise ValueError(f"store {str(store)!r} is being written by another meanfield run; "
                          f"wait for it to finish (or stop it) and run again") from None
     return fd
 
@@ -109,11 +110,11 @@ def _remove_stale_inits(store: Path):
             os.close(fd)
 
 
-def create(store: Path, spec: SweepSpec, replace: bool = False) -> int:
-    """Write the template into a temporary sibling directory, then rename it into place:
-    a run killed during initialization leaves no half-made store at ``store``.  An old
-    store at ``store`` (overwrite; the caller holds its lock) is removed only once the new
-    one is in place.  Returns the fd holding the new store's writer lock."""
+def publish(store: Path, build, replace: bool = False) -> int:
+    """Build a store with ``build(tmp)`` in a temporary sibling directory, then rename it
+    into place: a run killed during initialization leaves no half-made store at ``store``.
+    An old store at ``store`` (``replace``; the caller holds its lock) is removed only once
+    the new one is in place.  Returns the fd holding the new store's writer lock."""
     try:
         store.parent.mkdir(parents=True, exist_ok=True)
         _remove_stale_inits(store)
@@ -123,6 +124,31 @@ def create(store: Path, spec: SweepSpec, replace: bool = False) -> int:
     fd = None
     try:
         fd = lock(tmp)
+        build(tmp)
+        consolidate(tmp)
+        publish_mode(tmp)
+        try:
+            if replace:
+                replace_dir(tmp, store)
+            else:
+                os.replace(tmp, store)  # fails (ENOTEMPTY) if another process made one
+        except OSError as exc:
+            if exc.errno in (errno.ENOTEMPTY, errno.EEXIST):
+                raise ValueError(f"store {str(store)!r} was created by another process "
+                                 f"meanwhile; run again to resume it") from None
+            raise
+        return fd
+    except BaseException:
+        if fd is not None:
+            os.close(fd)
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+
+
+def create(store: Path, spec: SweepSpec, replace: bool = False) -> int:
+    """Create the sweep store of ``spec`` (:func:`publish`); returns its lock's fd."""
+
+    def build(tmp):
         tmpl = template(spec)
         with quiet_consolidation():
             # mode "w-": "w" would delete and recreate the directory, and with it the lock
@@ -146,37 +172,28 @@ def create(store: Path, spec: SweepSpec, replace: bool = False) -> int:
         meta.create_array(CHECKSUM, shape=spec.chunk_grid + (len(names),),
                           chunks=(1,) * len(spec.chunk_grid) + (len(names),), dtype="uint64",
                           fill_value=0, dimension_names=list(spec.dims) + ["variable"])
-        consolidate(tmp)
-        publish_mode(tmp)
-        try:
-            if replace:
-                replace_dir(tmp, store)
-            else:
-                os.replace(tmp, store)  # fails (ENOTEMPTY) if another process made one
-        except OSError as exc:
-            if exc.errno in (errno.ENOTEMPTY, errno.EEXIST):
-                raise ValueError(f"store {str(store)!r} was created by another process "
-                                 f"meanwhile; run again to resume it") from None
-            raise
-        return fd
-    except BaseException:
-        if fd is not None:
-            os.close(fd)
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
+
+    return publish(store, build, replace)
+
+
+def existing_bookkeeping(store: Path, kind="sweep", group=META_GROUP, key="spec", fmt=FORMAT):
+    """The bookkeeping group of the existing ``kind`` store ``store`` if it has this
+    meanfield's layout ``fmt``; otherwise ValueError (nothing is touched)."""
+    meta = bookkeeping(store, group, key)
+    if meta is None:
+        raise ValueError(f"{str(store)!r} exists and is not a meanfield {kind} store; "
+                         f"refusing to touch it")
+    if meta.attrs.get("format") != fmt:
+        raise ValueError(f"store {str(store)!r} has layout format {meta.attrs.get('format')!r}, "
+                         f"this meanfield writes {fmt}; pass overwrite=True "
+                         f"(CLI: --overwrite) to replace it")
+    return meta
 
 
 def check_existing(store: Path, spec: SweepSpec, chunks_given: bool):
-    meta = bookkeeping(store)
-    if meta is None:
-        raise ValueError(f"{str(store)!r} exists and is not a meanfield sweep store; "
-                         f"refusing to touch it")
-    if meta.attrs.get("format") != FORMAT:
-        raise ValueError(f"store {str(store)!r} has layout format {meta.attrs.get('format')!r}, "
-                         f"this meanfield writes {FORMAT}; pass overwrite=True "
-                         f"(CLI: --overwrite) to replace it")
+    meta = existing_bookkeeping(store)
     stored = json.loads(meta.attrs["spec"])
-    diff = _diff(stored, fingerprint(spec))
+    diff = differing_keys(stored, fingerprint(spec))
     if diff:
         raise ValueError(f"store {str(store)!r} was written by a different spec (differs in "
                          f"{', '.join(diff)}); pass overwrite=True (CLI: --overwrite) "
@@ -198,11 +215,20 @@ def check_existing(store: Path, spec: SweepSpec, chunks_given: bool):
 
 
 
-def log_run(store: Path, entry: dict):
-    g = zarr.open_group(str(store), mode="r+", path=META_GROUP, use_consolidated=False)
+def log_run(store: Path, entry: dict, group: str = META_GROUP, attrs=None):
+    """Append ``entry`` to the run log of ``group`` (and update the dataset's global
+    attributes with ``attrs``), then rewrite the consolidated metadata."""
+    g = zarr.open_group(str(store), mode="r+", path=group, use_consolidated=False)
     g.attrs["runs"] = list(g.attrs.get("runs", [])) + [entry]
+    if attrs:
+        zarr.open_group(str(store), mode="r+", use_consolidated=False).attrs.update(attrs)
     consolidate(store)
 
+
+def open_dataset(store: Path) -> xr.Dataset:
+    """The dataset of a store, opened lazily (bookkeeping subgroups are left out)."""
+    meta = json.loads((store / "zarr.json").read_text(encoding="utf-8"))
+    return xr.open_zarr(str(store), consolidated=meta.get("consolidated_metadata") is not None)
 
 
 def open_sweep(store) -> xr.Dataset:
@@ -210,8 +236,7 @@ def open_sweep(store) -> xr.Dataset:
     store = Path(store)
     if bookkeeping(store) is None:
         raise ValueError(f"{str(store)!r} is not a meanfield sweep store")
-    meta = json.loads((store / "zarr.json").read_text(encoding="utf-8"))
-    return xr.open_zarr(str(store), consolidated=meta.get("consolidated_metadata") is not None)
+    return open_dataset(store)
 
 
 @dataclass(frozen=True)

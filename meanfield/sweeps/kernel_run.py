@@ -1,0 +1,292 @@
+"""NNGP/NTK kernels of data sets too large for memory: block tasks on the sweep scheduler.
+
+The pair space (i, j) is cut into B x B blocks; the blocks I <= J are dask tasks (the same
+scheduler as sweeps, :func:`meanfield.sweeps.execute.run_tasks`), each running the
+recursion of :func:`meanfield.kernels` on its rows and columns
+(:mod:`meanfield.ntk.blocked`) and writing every kept depth straight into the store
+(:mod:`meanfield.sweeps.kernel_store`), block (J, I) as the transpose.  A worker holds a
+few B x B arrays, whatever n and the number of depths kept.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from pathlib import Path
+
+import numpy as np
+import xarray as xr
+import zarr
+
+from .._version import __version__
+from ..core import validate as V
+from ..core.activation import activation_attrs, get_activation
+from ..core.budget import check_disk, check_memory
+from ..ntk.blocked import first_block, layer_steps, run_block, table_recursion
+from ..ntk.dataset import global_attrs, kernel_dataset, matrix
+from ..ntk.depths import select_depths
+from ..core.vocabulary import attrs
+from . import kernel_store as KS
+from .execute import run_tasks
+from .kernel_table import TableReader, write_table
+from .store import lock, log_run
+
+__all__ = ["kernels_to_store"]
+
+DEFAULT_BLOCK = 1024
+# A block task holds Sigma, Theta and 1 - c of its block, the two layer-1 products of an
+# off-diagonal block and the transposed copy it writes: about 8 B x B doubles.
+BLOCK_ARRAYS = 8
+# Per input and layer, the largest layer table (Hermite path: 2 (N + 1) coefficients with
+# N = 64, 2 x 9 tail bounds, 2 moments, 2 variances) in doubles.
+TABLE_DOUBLES = 2 * 65 + 18 + 2 + 2
+
+
+def _block_arg(block):
+    if block is None:
+        return None
+    if isinstance(block, (bool, np.bool_)) or not isinstance(block, (int, np.integer)):
+        raise ValueError(f"block must be a positive integer (rows and columns per block), "
+                         f"got {block!r}")
+    if block < 1:
+        raise ValueError(f"block must be >= 1, got {block}")
+    return int(block)
+
+
+def _workers_arg(workers):
+    if workers is None:
+        return os.cpu_count() or 1
+    if isinstance(workers, bool) or not isinstance(workers, (int, np.integer)) or workers < 0:
+        raise ValueError(f"workers must be a non-negative integer, got {workers!r}")
+    return int(workers)
+
+
+def _on_worker() -> bool:
+    try:
+        from distributed import get_worker
+
+        get_worker()
+        return True
+    except (ImportError, ValueError):
+        return False
+
+
+def _run_block(task, X, setting):
+    """Compute block (I, J), write it (and its transpose), then flag it.  Runs on a worker."""
+    if _on_worker():
+        # Parallelism is across blocks: a Numba thread pool per task would oversubscribe.
+        import numba
+
+        numba.set_num_threads(1)
+    act = get_activation(setting["activation"], **setting["parameters"])
+    sw2, sb2, shared = setting["sw2"], setting["sb2"], setting["shared"]
+    (r0, r1), (c0, c1) = task["rows"], task["cols"]
+    rows = np.arange(r0, r1)
+    cols = rows if (r0, c0) == (c0, r0) else np.arange(c0, c1)
+    blk, _, qz = first_block(act, sw2, sb2, X, shared, rows, cols)
+    root = zarr.open_group(task["store"], mode="r+", use_consolidated=False)
+    ranges = [slice(r0, r1)] if cols is rows else [slice(r0, r1), slice(c0, c1)]
+    table = TableReader(root[f"{KS.META}/{KS.TABLE}"], ranges)
+    S, T = root["nngp"], root["ntk"]
+
+    def emit(k, sig, th):
+        S[k, r0:r1, c0:c1] = sig
+        T[k, r0:r1, c0:c1] = th
+        if cols is not rows:
+            S[k, c0:c1, r0:r1] = sig.T
+            T[k, c0:c1, r0:r1] = th.T
+
+    fallback = run_block(act, sw2, sb2, qz, shared, blk, table, setting["keep"], emit)
+    # The flag only after every depth is written: a task killed midway is redone.
+    I, J = task["index"]
+    root[f"{KS.META}/{KS.FALLBACK}"][I, J] = fallback
+    root[f"{KS.META}/{KS.DONE}"][I, J] = True
+    return task["index"]
+
+
+def _tasks(store, n, block, done):
+    nb = -(-n // block)
+    out = []
+    for I in range(nb):
+        for J in range(I, nb):
+            if not done[I, J]:
+                out.append({"store": str(store), "index": (I, J),
+                            "rows": (I * block, min(n, (I + 1) * block)),
+                            "cols": (J * block, min(n, (J + 1) * block))})
+    return out
+
+
+def _template(keep, n, block):
+    """The kernel dataset with lazy NaN variables: what the store is created from."""
+    import dask.array as da
+
+    lazy = da.full((keep.size, n, n), np.nan, chunks=(1, block, block))
+    return kernel_dataset(lazy, lazy, ("depth", keep, attrs("depth")), "X", {})
+
+
+def kernels_to_store(X, activation, sw2, sb2, depth, store, *, block=None, depths=None,
+                     client=None, workers=None, resume=True, overwrite=False,
+                     progress=True) -> xr.Dataset:
+    """NNGP and NTK kernels of a data set too large for memory, computed block by block
+    into a zarr store; resumable and distributable like :func:`meanfield.sweep`.
+
+    Implements the recursion of :func:`meanfield.kernels` (docs/theory.md, "Kernels on a
+    data set"), for variances sw2 = sigma_w^2, sb2 = sigma_b^2::
+
+        Sigma^1(x, x') = sw2 x.x'/d + sb2,   Theta^1 = Sigma^1
+        Sigma^{l+1} = sw2 E[phi(u) phi(v)] + sb2,   Sigmadot^{l+1} = sw2 E[phi'(u) phi'(v)]
+        Theta^{l+1} = Sigma^{l+1} + Sigmadot^{l+1} * Theta^l,    (u, v) ~ N(0, Lambda^l)
+
+    on blocks of the pair space: the per-input table (q_i^l and the per-input expansion
+    data of every layer) is computed once from all inputs and stored; each block I x J with
+    I <= J is a task that runs the same Numba recursion on its rows and columns and writes
+    the kept depths of (I, J) and, transposed, of (J, I).
+
+    Parameters
+    ----------
+    X : array_like, shape (n, d)
+        Inputs, one per row.  Finite.
+    activation : str or Activation
+        A registered activation (workers rebuild it by name).
+    sw2, sb2 : float
+        Weight and bias *variances* (not standard deviations), >= 0.
+    depth : int
+        Number of layers L >= 1.
+    store : str or path
+        Directory of the zarr (v3) store.  On a cluster every worker must be able to write it.
+    block : int, optional
+        Rows (and columns) per block, B.  A task holds about 8 B^2 doubles (64 MiB at
+        B = 1024) and the store is chunked (1, B, B).  Default 1024 for a new store, the
+        store's own when resuming.
+    depths : int or list of int, optional
+        Depths to keep (within 1..depth; default all).  The store holds 2 K n^2 doubles for
+        K kept depths.
+    client : dask.distributed.Client, optional
+        Run the blocks on this cluster.  Without one, a local cluster of ``workers``
+        single-threaded processes is started (``workers <= 1``: blocks run one after another
+        in this process, each using Numba's threads).
+    workers : int, optional
+        Local worker processes when ``client`` is None; default ``os.cpu_count()``.
+    resume : bool, default True
+        If ``store`` holds these kernels (same inputs, activation, variances, depths and
+        meanfield version), compute only the blocks not yet flagged done.  With False an
+        existing store is an error.
+    overwrite : bool, default False
+        Replace an existing kernel store (only a store this function wrote; never any
+        other directory).
+    progress : bool, default True
+        Show a progress bar (stderr) counting blocks.
+
+    Returns
+    -------
+    xarray.Dataset
+        :func:`open_kernels` of the store: the variables ``nngp`` and ``ntk`` over
+        ``(depth, i, j)``, coordinates and attributes of ``meanfield.kernels(X, activation,
+        sw2, sb2, depth, depths=depths)``, equal to them bit for bit, as lazy dask arrays.
+
+    Raises
+    ------
+    ValueError
+        Invalid arguments (naming them), a store holding other kernels or written by
+        another meanfield version, an existing store with ``resume=False``, a directory that
+        is not a kernel store.  Nothing on disk is changed when this is raised.
+    meanfield.core.budget.BudgetError
+        The store does not fit on disk, or the blocks not in memory.
+
+    Notes
+    -----
+    The activation must be registered by name in every worker process (built-ins are).
+    Values do not depend on ``block``, on the cluster or on interruptions.
+    """
+    act, sw2, sb2, L = V.network(activation, sw2, sb2, depth)
+    if np.ndim(X) != 2:
+        raise ValueError(f"X must be two-dimensional (samples x features), got shape "
+                         f"{np.shape(X)}; kernels_to_store computes fully connected kernels")
+    X = matrix("X", X)
+    keep = select_depths(depths, L)
+    block = _block_arg(block)
+    workers = _workers_arg(workers)
+    if store is None or not str(store).strip():
+        raise ValueError("kernels_to_store needs a store path")
+    store = Path(store)
+    if store.exists() and not store.is_dir():
+        raise ValueError(f"store {str(store)!r} is a file, not a zarr store (a directory)")
+    n = X.shape[0]
+    fp = KS.fingerprint(activation_attrs(act), sw2, sb2, L, keep, X)
+    fd = None
+    try:
+        if store.exists() and not overwrite:
+            if KS.bookkeeping(store) is None and not any(store.iterdir()):
+                pass  # an empty directory: create the store in it
+            elif not resume:
+                raise ValueError(f"store {str(store)!r} already exists; resume it or pass "
+                                 f"overwrite=True (CLI: --overwrite) to replace it")
+            else:
+                block = KS.check_existing(store, fp, block)
+                fd = lock(store)
+        if fd is None:
+            block = min(block or DEFAULT_BLOCK, n)
+            _check_size(n, keep.size, L, block, workers, store)
+            replace = store.exists()
+            if replace and KS.bookkeeping(store) is None and any(store.iterdir()):
+                raise ValueError(f"{str(store)!r} exists and is not a meanfield kernel store; "
+                                 f"refusing to overwrite it")
+            old = lock(store) if replace else None
+            try:
+                rec = table_recursion(act, sw2, sb2, X)
+
+                def fill(group):
+                    write_table(group, layer_steps(rec, L), L - 1, n, block)
+                    # after the table: the method attributes say what its layers used
+                    return global_attrs(act, sw2, sb2, rec, f"NNGP and NTK kernels: {act.name}")
+
+                fd = KS.create(store, _template(keep, n, block), fp, block, fill,
+                               replace=replace)
+            finally:
+                if old is not None:
+                    os.close(old)
+        _run(store, X, act, sw2, sb2, keep, block, client, workers, progress)
+    finally:
+        if fd is not None:
+            os.close(fd)
+    return KS.open_kernels(store)
+
+
+def _check_size(n, kept, L, block, workers, store):
+    """Refuse, before anything is written, a store the disk or blocks the memory cannot hold."""
+    check_memory(8.0 * (BLOCK_ARRAYS * block * block * max(1, workers) + TABLE_DOUBLES * n),
+                 f"block={block} on {max(1, workers)} workers")
+    check_disk(8.0 * (2 * kept * float(n) ** 2 + TABLE_DOUBLES * n * max(L - 1, 0)),
+               store.parent if not store.exists() else store,
+               f"kernels of {n} inputs at {kept} depths")
+
+
+def _run(store, X, act, sw2, sb2, keep, block, client, workers, progress):
+    meta = KS.bookkeeping(store)
+    done = meta[KS.DONE][...]
+    n = X.shape[0]
+    tasks = _tasks(store, n, block, done)
+    st = KS.kernel_store_status(store)
+    root = zarr.open_group(str(store), mode="r", use_consolidated=False)
+    setting = {"activation": act.name, "parameters": dict(act.parameters), "sw2": sw2,
+               "sb2": sb2, "shared": bool(root.attrs["shared_norm"]), "keep": keep}
+    started = time.time()
+    entry = {"started": time.strftime("%Y-%m-%dT%H:%M:%S%z", time.localtime(started)),
+             "blocks_total": st.n_blocks, "blocks_done_before": st.n_done,
+             "blocks_computed": 0, "seconds": 0.0, "outcome": "interrupted",
+             "meanfield_version": __version__}
+    extra = None
+    try:
+        entry["blocks_computed"] = run_tasks(_run_block, tasks, client, workers, progress,
+                                             st.n_blocks, st.n_done, desc="kernels",
+                                             unit="block", shared={"X": X, "setting": setting})
+        entry["outcome"] = "complete"
+        final = KS.kernel_store_status(store)
+        if "pairs_exact_fallback" in root.attrs:
+            extra = {"pairs_exact_fallback": final.pairs_exact_fallback}
+    except BaseException:
+        entry["blocks_computed"] = KS.kernel_store_status(store).n_done - st.n_done
+        raise
+    finally:
+        entry["seconds"] = round(time.time() - started, 3)
+        log_run(store, entry, KS.META, extra)
