@@ -274,7 +274,7 @@ def test_cli_store_resume_and_overwrite(tmp_path, capsys):
     (["--block", "4"], "--block needs --store"),
     (["--store", "S", "--labels", "y.npy"], "--labels cannot be combined with --store"),
     (["--store", "S", "--block", "0"], "--block: block must be >= 1"),
-    (["--store", "S", "--depths", "1,x"], "--depths: expected a comma-separated list of numbers"),
+    (["--store", "S", "--depths", "1,x"], "--depths: expected a comma-separated list of integers"),
 ])
 def test_cli_store_errors(tmp_path, capsys, extra, match):
     np.save(tmp_path / "X.npy", X_RAW)

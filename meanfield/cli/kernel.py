@@ -31,7 +31,7 @@ import numpy as np
 from ..core.budget import BudgetError, check_memory
 from ..sweeps.output import check_output, write_netcdf
 from .options import (add_network, add_outputs, add_scheduler, busy, command, dask_client,
-                      fmt, numbers, show_progress)
+                      fmt, parse_depths, show_progress)
 
 
 def _f6(v):
@@ -197,7 +197,7 @@ def run_kernel_store(args) -> int:
         raise ValueError(f"--store: {str(store)!r} is a file, not a zarr store (a directory)")
     if not store.exists():
         check_output(store, "zarr", flag="--store")  # its directory must exist and be writable
-    depths = None if args.depths is None else numbers("--depths", args.depths, int)
+    depths = None if args.depths is None else parse_depths(args.depths)
     X = _load("--data", args.data)
     _check_shape("--data", X, None)
     with dask_client(args.scheduler) as client:

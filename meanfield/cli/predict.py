@@ -19,7 +19,7 @@ import numpy as np
 from ..core.budget import check_memory
 from ..sweeps.output import check_output, write_netcdf
 from .kernel import _load
-from .options import add_network, busy, fmt, numbers
+from .options import add_network, busy, fmt, numbers, parse_depths
 
 
 def register(subparsers):
@@ -57,7 +57,7 @@ def run_predict(args) -> int:
             raise ValueError(f"-o: output must end in .nc, got {args.output!r}")
         check_output(args.output, "netcdf", overwrite=args.overwrite)
     times = None if args.time is None else np.array(numbers("--time", args.time, float))
-    depths = None if args.depths is None else numbers("--depths", args.depths, int)
+    depths = None if args.depths is None else parse_depths(args.depths)
     X = _load("--train", args.train)
     y = _load("--labels", args.labels)
     Xt = _load("--test", args.test)
