@@ -13,9 +13,10 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+from scipy.special import ndtr
 
 import meanfield as mf
-from meanfield.experiments.cntk_digits import cntk_digits, digits_images
+from meanfield.experiments.cntk_digits import cntk_digits, digits_images, one_network_accuracy
 from meanfield.experiments.finite_cnn import FiniteCNN
 
 
@@ -114,8 +115,29 @@ def test_comparison_matches_direct_predictions():
             acc = float((p.prediction.argmax("output") == yte).mean())
             assert float(ds.accuracy.sel(architecture=arch, predictor="ntk at t", depth=2)) == \
                 pytest.approx(acc, abs=1e-12)
-            assert 0.0 <= float(ds.accuracy.sel(architecture=arch, predictor="finite",
-                                                depth=2)) <= 1.0
+            for pred in ("finite", "one net at t"):
+                assert 0.0 <= float(ds.accuracy.sel(architecture=arch, predictor=pred,
+                                                    depth=2)) <= 1.0
     assert np.all(np.isnan(ds.accuracy.sel(predictor="finite", depth=3)))
     with pytest.raises(ValueError, match="finite_depths"):
         cntk_digits(depths=(2, 3), finite_depths=(4,), n_train=20, n_test=5)
+
+
+def test_one_network_accuracy():
+    """Two outputs: P(f_y > f_o) = Phi((m_y - m_o) / sqrt(2 var)) in closed form; zero
+    variance is the mean predictor's accuracy; a huge one is a guess."""
+    rng = np.random.default_rng(5)
+    mean = rng.normal(size=(40, 2))
+    var = rng.uniform(0.1, 2.0, 40)
+    labels = rng.integers(0, 2, 40)
+    other = 1 - labels
+    rows = np.arange(40)
+    exact = np.mean(ndtr((mean[rows, labels] - mean[rows, other]) / np.sqrt(2 * var)))
+    # 2000 draws per image: standard error <= 0.5 / sqrt(2000 * 40) = 0.0018
+    assert one_network_accuracy(mean, var, labels) == pytest.approx(exact, abs=0.01)
+    mean10 = rng.normal(size=(30, 10))
+    lab10 = rng.integers(0, 10, 30)
+    assert one_network_accuracy(mean10, np.zeros(30), lab10) == \
+        np.mean(np.argmax(mean10, axis=1) == lab10)
+    assert one_network_accuracy(mean10, np.full(30, 1e8), lab10) == pytest.approx(0.1, abs=0.02)
+    assert np.isnan(one_network_accuracy(mean10, np.full(30, np.nan), lab10))

@@ -17,8 +17,9 @@ FAMILIES = (("fc", PALETTE[6], "fully connected"), ("conv flatten", PALETTE[0], 
 
 def plot_cntk_digits(ds):
     """Two panels: the kernel predictors at t = inf (NNGP dashed, NTK solid) per depth; and,
-    at the depths where finite CNNs were trained, the CNTK at the finite network's training
-    time t (open markers) beside the trained network (filled).  Missing points: the training
+    at the depths where finite CNNs were trained, the CNTK mean predictor and the expected
+    accuracy of one infinitely wide network at the finite network's training time t (open
+    markers) beside the trained network (filled).  Missing points: the training
     kernel is singular at float64 (depth 1: the linear kernel of 200 images in 64 pixels).
 
     Parameters
@@ -44,7 +45,11 @@ def plot_cntk_digits(ds):
         fin = acc.sel(predictor="finite").values
         ok = np.isfinite(at_t) | np.isfinite(fin)
         axes[1].plot(d[ok], at_t[ok], ":o", color=colour, mfc="none",
-                     label=f"{label}: CNTK at the same t")
+                     label=f"{label}: CNTK mean at the same t")
+        if "one net at t" in ds.predictor.values:
+            one = acc.sel(predictor="one net at t").values
+            axes[1].plot(d[ok], one[ok], "-.^", color=colour, mfc="none",
+                         label=f"{label}: one infinitely wide net at t")
         axes[1].plot(d[ok], fin[ok], "-D", color=colour,
                      label=f"{label}: finite ({ds.attrs['width']} channels)")
     for ax, title in zip(axes, ("kernel predictors, t = inf",
