@@ -1,7 +1,7 @@
 """The README table and figures/cntk_digits.png: CNN-GP / CNTK (flatten and GAP readouts)
 by depth on digits, beside the fully connected NNGP / NTK and a trained finite CNN.
 
-    python figures/cntk_digits.py            # compute (~15 CPU minutes), write .nc and .png
+    python figures/cntk_digits.py            # compute (~500 s CPU), write .nc and .png
     python figures/cntk_digits.py --redraw   # only the PNG and the table, from the stored .nc
 
 relu, sw2 = 2, sb2 = 0 (Arora et al.'s CNTK: the critical point of relu), 3 x 3 filters,
