@@ -30,6 +30,7 @@ import numpy as np
 
 from ..core.budget import BudgetError, check_memory
 from ..sweeps.output import check_output, write_netcdf
+from .architecture import add_architecture, architecture, architecture_line, check_shape
 from .options import (add_network, add_outputs, add_scheduler, busy, command, dask_client,
                       fmt, parse_depths, show_progress)
 
@@ -45,12 +46,7 @@ def register(subparsers):
     p.add_argument("--data", required=True, help="training inputs, .npy of shape (n, d)")
     p.add_argument("--labels", help="training targets, .npy of shape (n,) or (n, k)")
     p.add_argument("--test", help="test inputs, .npy of shape (m, d) (default: --data)")
-    p.add_argument("--conv", type=int, metavar="K",
-                   help="convolutional network with K x K filters (K odd); data (n, H, W, C)")
-    p.add_argument("--padding", choices=("circular", "same"), default=None,
-                   help="with --conv: circular (default) or zero ('same') padding")
-    p.add_argument("--readout", choices=("flatten", "gap"), default=None,
-                   help="with --conv: flatten (default) or global average pooling")
+    add_architecture(p)
     add_outputs(p, "write the dataset to this netCDF file",
                 replaces="an existing output (with --store: a kernel store)")
     g = p.add_argument_group("kernels larger than memory (--store)")
@@ -109,33 +105,6 @@ def _load(flag, path):
     return arr
 
 
-def architecture(args):
-    """The ``Conv`` of --conv/--padding/--readout, or None (fully connected)."""
-    from ..ntk import Conv
-
-    if args.conv is None:
-        for flag, v in (("--padding", args.padding), ("--readout", args.readout)):
-            if v is not None:
-                raise ValueError(f"{flag} needs --conv K (a convolutional network)")
-        return None
-    try:
-        return Conv(args.conv, args.padding or "circular", args.readout or "flatten")
-    except ValueError as exc:
-        raise ValueError(f"--conv: {exc}") from None
-
-
-def _check_shape(flag, arr, conv):
-    """One-line errors for data of the wrong number of dimensions."""
-    if conv is not None and arr.ndim != 4:
-        raise ValueError(f"{flag}: --conv needs images of shape (n, H, W, C), got shape {arr.shape}")
-    if conv is None and arr.ndim == 4:
-        raise ValueError(f"{flag}: shape {arr.shape} looks like images; add --conv K for a "
-                         f"convolutional network")
-    if conv is not None and (conv.filter_size > arr.shape[1] or conv.filter_size > arr.shape[2]):
-        raise ValueError(f"--conv: filter_size {conv.filter_size} is larger than the "
-                         f"{arr.shape[1]} x {arr.shape[2]} images of {flag}")
-
-
 def run_kernel(args) -> int:
     """NTK condition number and mean predictor per depth on a data set.
 
@@ -157,8 +126,8 @@ def run_kernel(args) -> int:
         check_output(args.output, "netcdf", overwrite=args.overwrite)
     X = _load("--data", args.data)
     Xt = _load("--test", args.test) if args.test else X
-    _check_shape("--data", X, conv)
-    _check_shape("--test", Xt, conv)
+    check_shape("--data", X, conv)
+    check_shape("--test", Xt, conv)
     if args.labels:
         y = _load("--labels", args.labels)
     else:
@@ -199,7 +168,7 @@ def run_kernel_store(args) -> int:
         check_output(store, "zarr", flag="--store")  # its directory must exist and be writable
     depths = None if args.depths is None else parse_depths(args.depths)
     X = _load("--data", args.data)
-    _check_shape("--data", X, None)
+    check_shape("--data", X, None)
     with dask_client(args.scheduler) as client:
         try:
             ds = kernels_to_store(X, args.activation, args.sw2, args.sb2, args.depth, store,
@@ -228,9 +197,7 @@ def format_table(ds, with_prediction=True) -> str:
     a = ds.attrs
     lines = [f"{a['activation']}  sw2={a['sw2']:g} sb2={a['sb2']:g}  phase={a['phase']}  "
              f"chi1={_f6(float(ds.chi1))} chi_c={_f6(float(ds.chi_c))}  [{a['method']}]"]
-    if a.get("architecture") == "conv":
-        lines.append(f"conv {a['filter_size']}x{a['filter_size']}, padding {a['padding']}, "
-                     f"readout {a['readout']}")
+    lines += architecture_line(a)
     head = f"{'depth':>5} {'lambda_max':>12} {'lambda_min':>12} {'cond':>12}"
     if with_prediction:
         head += f" {'|P - P_inf|':>12} {'rate':>9}"

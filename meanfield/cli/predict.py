@@ -3,6 +3,10 @@
     meanfield predict ACT --sw2 SW2 --sb2 SB2 --depth L --train X.npy --labels Y.npy
                       --test XT.npy [--kernel ntk|nngp] [--time T1,T2,...] [--diag-reg R]
                       [--depths 1,5,10] [--test-labels YT.npy] [-o OUT.nc] [--overwrite]
+                      [--conv K [--padding circular|same] [--readout flatten|gap]]
+
+With ``--conv K`` the network is convolutional (K x K filters, docs/theory.md,
+"Convolutional networks") and --train/--test are images, .npy of shape (n, H, W, C).
 
 Prints per depth the conditioning of the train kernel and, with --test-labels, the test mean
 squared error and (several outputs) the accuracy of the argmax; -o writes the dataset of
@@ -18,6 +22,7 @@ import numpy as np
 
 from ..core.budget import check_memory
 from ..sweeps.output import check_output, write_netcdf
+from .architecture import add_architecture, architecture, architecture_line, check_shape
 from .kernel import _load
 from .options import add_network, busy, fmt, numbers, parse_depths
 
@@ -30,7 +35,8 @@ def register(subparsers):
                     "infinitely wide networks: the NNGP posterior, or the network trained by "
                     "gradient flow on MSE for --time (default: to convergence); docs/theory.md.")
     add_network(p)
-    p.add_argument("--train", required=True, help="training inputs, .npy of shape (n, d)")
+    p.add_argument("--train", required=True,
+                   help="training inputs, .npy of shape (n, d) (with --conv: (n, H, W, C))")
     p.add_argument("--labels", required=True, help="training targets, .npy of shape (n,) or (n, k)")
     p.add_argument("--test", required=True, help="test inputs, .npy of shape (m, d)")
     p.add_argument("--test-labels", help="test targets (.npy, like --labels) to score the predictions")
@@ -41,6 +47,7 @@ def register(subparsers):
     p.add_argument("--diag-reg", type=float, default=0.0,
                    help="ridge relative to the mean diagonal of the train kernel (default 0)")
     p.add_argument("--depths", help="comma-separated depths to keep (default all 1..L)")
+    add_architecture(p)
     p.add_argument("-o", "--output", help="write the dataset to this netCDF file (.nc)")
     p.add_argument("--overwrite", action="store_true",
                    help="replace an existing output (only a file meanfield wrote)")
@@ -52,6 +59,7 @@ def run_predict(args) -> int:
     """Handler of ``meanfield predict``; returns the exit code (0)."""
     from ..ntk import predict
 
+    conv = architecture(args)
     if args.output is not None:
         if not str(args.output).lower().endswith(".nc"):
             raise ValueError(f"-o: output must end in .nc, got {args.output!r}")
@@ -62,16 +70,21 @@ def run_predict(args) -> int:
     y = _load("--labels", args.labels)
     Xt = _load("--test", args.test)
     yt = _load("--test-labels", args.test_labels) if args.test_labels else None
-    if yt is not None and Xt.ndim == 2 and yt.shape != (Xt.shape[0],) + np.shape(y)[1:]:
+    check_shape("--train", X, conv)
+    check_shape("--test", Xt, conv)
+    if yt is not None and Xt.ndim >= 1 and yt.shape != (Xt.shape[0],) + np.shape(y)[1:]:
         raise ValueError(f"--test-labels: shape {yt.shape} does not match --test and --labels "
                          f"(expected {(Xt.shape[0],) + np.shape(y)[1:]})")
-    if X.ndim == 2 and Xt.ndim == 2:
+    if X.ndim in (2, 4) and Xt.ndim == X.ndim:
         n, m = X.shape[0], Xt.shape[0]
-        # Two n x n and two m x n kernels, the eigenvectors and a few n x max(n, m) products.
-        check_memory(8.0 * (6 * n * n + 4 * m * n), f"{n} training and {m} test inputs")
+        # Two n x n and two m x n kernels, the eigenvectors and a few n x max(n, m) products;
+        # a convolutional network also stores its train and cross kernels at every kept depth.
+        kept = 0 if conv is None else (len(set(depths)) if depths else args.depth)
+        check_memory(8.0 * (6 * n * n + 4 * m * n + 2 * kept * (n * n + m * n)),
+                     f"{n} training and {m} test inputs")
     with busy("predictions"):
         ds = predict(X, y, Xt, args.activation, args.sw2, args.sb2, args.depth, kernel=args.kernel,
-                     t=times, diag_reg=args.diag_reg, depths=depths)
+                     t=times, diag_reg=args.diag_reg, depths=depths, architecture=conv)
     print(format_table(ds, yt))
     if args.output:
         write_netcdf(args.output, ds, overwrite=args.overwrite)
@@ -100,6 +113,7 @@ def format_table(ds, yt=None) -> str:
     timed = "time" in ds.prediction.dims
     lines = [f"{a['activation']}  sw2={a['sw2']:g} sb2={a['sb2']:g}  {a['kernel']} predictor  "
              f"diag_reg={a['diag_reg']:g}  [{a['method']}]"]
+    lines += architecture_line(a)
     head = f"{'depth':>5} {'cond':>12}"
     if timed:
         head += f" {'time':>10}"

@@ -18,9 +18,10 @@ import xarray as xr
 from ..core import validate as V
 from ..core.budget import check_memory
 from ..core.functions import CF_NONE
-from ..core.vocabulary import described
+from ..core.vocabulary import attrs as var_attrs, described
 from . import conv_blocks as CB
 from .conv_hermite import depth_table
+from .depths import select_depths
 
 __all__ = ["Conv", "conv_kernels", "images"]
 
@@ -154,42 +155,73 @@ def self_diagonals(mode, act, Z, nbr, sw2, sb2, k2, C, L):
     return V, T, (Hflat, offs, Ks, N), kps, mode
 
 
-def conv_arrays(X, X2, act, sw2, sb2, L, conv: Conv):
-    """The arrays of :func:`conv_kernels`: (Sigma, Theta) of shape (L, m, n), the method, and
-    the mean over images of X and pixels of Sigma^1_pp(x, x) (a q^1 for :func:`analyze`).
+# The blocks :func:`conv_arrays` can compute: (rows, columns, which pairs).
+BLOCKS = {
+    "train": ("X", "X", CB.PAIRS_UPPER),      # X x X, symmetric
+    "cross": ("X2", "X", CB.PAIRS_ALL),       # X2 x X (test x train)
+    "test_diag": ("X2", "X2", CB.PAIRS_DIAG),  # (x2, x2) for every x2 in X2: an (m, 1) column
+}
 
-    X, X2 validated (n, H, W, C), (m, H, W, C) arrays (X2 may be None: then m = n and the
-    result is symmetric).
+
+def conv_arrays(X, X2, act, sw2, sb2, keep, conv: Conv, want=("train",)):
+    """The readout kernels of :func:`conv_kernels` on the blocks ``want`` of :data:`BLOCKS`,
+    at the kept depths only.
+
+    Parameters
+    ----------
+    X, X2 : ndarray
+        Validated (n, H, W, C) and (m, H, W, C) images (X2 None when no block needs it).
+    keep : int64 array
+        The sorted depths to keep (:func:`meanfield.ntk.depths.select_depths`).  The
+        recursion runs to keep[-1]; each pair of images carries its own state through every
+        layer and writes only the kept depths, so the output is 2 K rows x columns doubles
+        per block for K kept depths, whatever the depth.
+
+    Returns
+    -------
+    (dict, str, float)
+        ``{block: (Sigma, Theta)}`` each of shape (K, rows, columns) ("test_diag": (K, m, 1)),
+        the method, and the mean over images of X and pixels of Sigma^1_pp(x, x) (a q^1 for
+        :func:`analyze`).
     """
     n, H, W, C = X.shape
     P = H * W
-    m = n if X2 is None else X2.shape[0]
-    # the output (2 L m n), the per-image pixel diagonals (2 L (n + m) P)
-    check_memory(8.0 * (2 * L * m * n + 2 * L * (n + m) * P),
-                 f"convolutional kernels of {m} x {n} images of {H} x {W} at depths 1..{L}")
+    m = 0 if X2 is None else X2.shape[0]
+    L = int(keep[-1])
+    K = keep.size
+    size = {"X": n, "X2": m}
+    shapes = {b: (K, size[BLOCKS[b][0]], 1 if b == "test_diag" else size[BLOCKS[b][1]])
+              for b in want}
+    # the outputs (2 K rows columns per block), the per-image pixel diagonals (2 L (n + m) P)
+    check_memory(8.0 * (sum(2.0 * np.prod(s) for s in shapes.values()) + 2 * L * (n + m) * P),
+                 f"convolutional kernels of {n} + {m} images of {H} x {W} at {K} depths "
+                 f"(recursion to depth {L})")
     nbr = CB.neighbours(H, W, conv.filter_size, conv.padding == "circular")
     k2 = float(conv.filter_size ** 2)
     mode, _ = expectation_mode(act)
     Z = X.reshape(n, P, C)
-    Zall = Z if X2 is None else np.concatenate([Z, X2.reshape(X2.shape[0], P, C)])
+    Zall = Z if X2 is None else np.concatenate([Z, X2.reshape(m, P, C)])
     # Hermite tables cover the variances of every image, so X and X2 are done together.
     V, _, tab, kps, mode = self_diagonals(mode, act, Zall, nbr, sw2, sb2, k2, float(C), L)
     method = {CB.EXPECT_CLOSED: "per pixel pair: closed form",
               CB.EXPECT_HERMITE: "per pixel pair: Hermite expansion per pixel (conv_hermite)",
               CB.EXPECT_QUAD: "per pixel pair: 2-D quadrature (moments.pair)"}[mode]
     readout = CB.READ_GAP if conv.readout == "gap" else CB.READ_FLATTEN
-    if X2 is None:
-        S = np.empty((L, n, n))
-        T = np.empty((L, n, n))
-        CB.pair_kernels(mode, readout, act.record, Z, Z, V, V, tab, 0, 0, kps, kps, nbr, sw2,
-                        sb2, k2, float(C), True, PAIR_CHUNK, S, T)
-    else:
-        m = X2.shape[0]
-        S = np.empty((L, m, n))
-        T = np.empty((L, m, n))
-        CB.pair_kernels(mode, readout, act.record, Zall[n:], Z, V[n:], V[:n], tab, n, 0,
-                        kps[n:], kps[:n], nbr, sw2, sb2, k2, float(C), False, PAIR_CHUNK, S, T)
-    return S, T, method, float(np.mean(V[:n, 0, :]))
+    slot = np.full(L, -1, dtype=np.int64)
+    slot[keep - 1] = np.arange(K)
+    # image set -> (images, pixel variances, Hermite terms, first row in the tables)
+    sets = {"X": (Z, V[:n], kps[:n], 0), "X2": (Zall[n:], V[n:], kps[n:], n)}
+    out = {}
+    for b in want:
+        rows, cols, pairs = BLOCKS[b]
+        Zr, Vr, Kr, br = sets[rows]
+        Zc, Vc, Kc, bc = sets[cols]
+        S = np.empty(shapes[b])
+        T = np.empty(shapes[b])
+        CB.pair_kernels(mode, readout, act.record, Zr, Zc, Vr, Vc, tab, br, bc, Kr, Kc, nbr,
+                        sw2, sb2, k2, float(C), pairs, slot, PAIR_CHUNK, S, T)
+        out[b] = (S, T)
+    return out, method, float(np.mean(V[:n, 0, :]))
 
 
 def validated(X, X2, activation, sw2, sb2, depth, conv, names=("X", "X2")):
@@ -207,20 +239,22 @@ def validated(X, X2, activation, sw2, sb2, depth, conv, names=("X", "X2")):
     return act, sw2, sb2, L, X, X2
 
 
-def metric_layers(X_train, X_test, activation, sw2, sb2, depth, conv):
-    """What :func:`meanfield.ntk_metrics` needs for a convolutional network.
+def metric_layers(X_train, X_test, activation, sw2, sb2, depth, conv, depths=None,
+                  want=("train", "cross")):
+    """What :func:`meanfield.ntk_metrics` and :func:`meanfield.predict` need for a
+    convolutional network.
 
-    Returns (act, sw2, sb2, L, n, m, layers, q1, method): ``layers`` yields
-    (Theta^l_train,train, Theta^l_test,train) for l = 1..L.
+    Returns (act, sw2, sb2, keep, n, m, blocks, q1, method): ``keep`` the kept depths and
+    ``blocks`` the dict of :func:`conv_arrays` (only the kept depths are ever stored).
     """
     act, sw2, sb2, L, Xtr, Xte = validated(X_train, X_test, activation, sw2, sb2, depth, conv,
                                            names=("X_train", "X_test"))
-    _, Ttr, method, q1 = conv_arrays(Xtr, None, act, sw2, sb2, L, conv)
-    _, Tte, _, _ = conv_arrays(Xtr, Xte, act, sw2, sb2, L, conv)
-    return act, sw2, sb2, L, Xtr.shape[0], Xte.shape[0], zip(Ttr, Tte), q1, _Method(method)
+    keep = select_depths(depths, L)
+    blocks, method, q1 = conv_arrays(Xtr, Xte, act, sw2, sb2, keep, conv, want)
+    return act, sw2, sb2, keep, Xtr.shape[0], Xte.shape[0], blocks, q1, ConvMethod(method)
 
 
-def conv_kernels(X, activation, sw2, sb2, depth, conv: Conv, X2=None):
+def conv_kernels(X, activation, sw2, sb2, depth, conv: Conv, X2=None, depths=None):
     """CNN-GP and CNTK of every depth l = 1..depth on images (the ``architecture=Conv``
     branch of :func:`meanfield.kernels`).
 
@@ -248,6 +282,10 @@ def conv_kernels(X, activation, sw2, sb2, depth, conv: Conv, X2=None):
     conv : Conv
     X2 : array_like, shape (m, H, W, C), optional
         Then ``i`` indexes X2 and ``j`` indexes X, as in :func:`meanfield.kernels`.
+    depths : int or list of int, optional
+        Keep only these depths (default all 1..depth).  The recursion runs to the deepest
+        one, each pair of images through every layer, but only the kept depths are stored:
+        memory 2 K m n doubles for K kept depths.
 
     Returns
     -------
@@ -255,13 +293,17 @@ def conv_kernels(X, activation, sw2, sb2, depth, conv: Conv, X2=None):
         ``nngp``, ``ntk`` over (depth, i, j), the layout of :func:`meanfield.kernels`, with
         the architecture in the attributes.
     """
-    from .dataset import depth_coord, global_attrs
+    from .dataset import global_attrs
 
     act, sw2, sb2, L, X, X2 = validated(X, X2, activation, sw2, sb2, depth, conv)
-    S, T, method, _ = conv_arrays(X, X2, act, sw2, sb2, L, conv)
+    keep = select_depths(depths, L)
+    block = "train" if X2 is None else "cross"
+    out, method, _ = conv_arrays(X, X2, act, sw2, sb2, keep, conv, (block,))
+    S, T = out[block]
     m, n = S.shape[1], S.shape[2]
     row = "X2" if X2 is not None else "X"
-    attrs = global_attrs(act, sw2, sb2, _Method(method), f"CNN-GP and CNTK kernels: {act.name}")
+    attrs = global_attrs(act, sw2, sb2, ConvMethod(method),
+                         f"CNN-GP and CNTK kernels: {act.name}")
     attrs.pop("shared_norm", None)
     attrs.update(conv.attrs)
     attrs["image_shape"] = list(X.shape[1:])
@@ -274,7 +316,7 @@ def conv_kernels(X, activation, sw2, sb2, depth, conv: Conv, X2=None):
                               "(NTK parameterization)")),
         },
         coords={
-            "depth": depth_coord(L),
+            "depth": ("depth", keep, var_attrs("depth")),
             "i": ("i", np.arange(m), described(f"image of {row}", "1")),
             "j": ("j", np.arange(n), described("image of X", "1")),
         },
@@ -282,7 +324,7 @@ def conv_kernels(X, activation, sw2, sb2, depth, conv: Conv, X2=None):
     )
 
 
-class _Method:
+class ConvMethod:
     """The fields of a recursion that :func:`global_attrs` and ntk_metrics read."""
 
     def __init__(self, method):

@@ -49,6 +49,11 @@ EXPECT_HERMITE = 2
 READ_FLATTEN = 0
 READ_GAP = 1
 
+# Which pairs of images :func:`pair_kernels` visits.
+PAIRS_ALL = 0    # every (row image, column image)
+PAIRS_UPPER = 1  # rows are the columns: i <= j, mirrored (a symmetric kernel)
+PAIRS_DIAG = 2   # rows are the columns: (i, i) only (the test variances of predictions)
+
 
 def neighbours(H, W, k, circular):
     """``nbr[p, d]``: flat index of pixel p + delta_d (d over the k x k offsets, row-major),
@@ -294,23 +299,32 @@ def _pair_full(mode, act, x, y, vx, vy, tab, ii, jj, kx, ky, same_img, nbr, sw2,
 
 
 @nb.njit(cache=True, parallel=True)
-def pair_kernels(mode, readout, act, Zr, Zc, Vr, Vc, tab, base_r, base_c, Kr, Kc, nbr, sw2, sb2, k2, C, sym,
-                 chunk, out_s, out_t):
-    """NNGP/NTK readouts of every pair (Zr[i], Zc[j]) at depths 1..L into out_*[:, i, j].
+def pair_kernels(mode, readout, act, Zr, Zc, Vr, Vc, tab, base_r, base_c, Kr, Kc, nbr, sw2, sb2, k2, C,
+                 pairs, slot, chunk, out_s, out_t):
+    """NNGP/NTK readouts of pairs (Zr[i], Zc[j]) at the kept depths into out_*[:, i, j].
 
     Zr, Zc : (Nr, P, C), (Nc, P, C) images; Vr, Vc : (N*, L, P) their Sigma^l_pp(x, x);
     tab : (Hflat, offs, Ks, N) the Hermite tables of all N images (see :func:`_table`);
     row image i is table image base_r + i, column image j is base_c + j; Kr, Kc
     (N*, L - 1, P) the terms each row needs (EXPECT_HERMITE; otherwise never read).
-    ``sym`` (Zr is Zc): only i <= j is computed and mirrored.  Pairs are processed in
-    chunks of ``chunk`` consecutive pair numbers, one chunk per parallel iteration, each
-    with its own work arrays.
+    ``pairs``: PAIRS_ALL every (i, j); PAIRS_UPPER (Zr is Zc) only i <= j, mirrored;
+    PAIRS_DIAG (Zr is Zc) only (i, i), written to out_*[:, i, 0].  ``slot[l]`` (length L,
+    the depth the recursion runs to) is the row of out_* that keeps depth l + 1, or -1:
+    each pair runs through every layer, but only kept depths reach the output, so the
+    output holds K x Nr x Nc doubles for K kept depths.  Pairs are processed in chunks of
+    ``chunk`` consecutive pair numbers, one chunk per parallel iteration, each with its own
+    work arrays.
     """
-    L = out_s.shape[0]
+    L = slot.shape[0]
     nr = Zr.shape[0]
     nc = Zc.shape[0]
     P = nbr.shape[0]
-    npairs = nr * (nr + 1) // 2 if sym else nr * nc
+    if pairs == PAIRS_UPPER:
+        npairs = nr * (nr + 1) // 2
+    elif pairs == PAIRS_DIAG:
+        npairs = nr
+    else:
+        npairs = nr * nc
     nchunks = (npairs + chunk - 1) // chunk
     for ch in prange(nchunks):
         ts = np.empty(L)
@@ -320,25 +334,28 @@ def pair_kernels(mode, readout, act, Zr, Zc, Vr, Vc, tab, base_r, base_c, Kr, Kc
         else:
             work = np.empty((5, 1, 1))
         for t in range(ch * chunk, min(npairs, (ch + 1) * chunk)):
-            if sym:
+            if pairs == PAIRS_UPPER:
                 i, j = _pair_of(t, nr, True)
+            elif pairs == PAIRS_DIAG:
+                i = t
+                j = t
             else:
                 i = t // nc
                 j = t % nc
-            same_img = sym and i == j
+            same_img = pairs != PAIRS_ALL and i == j
             if readout == READ_GAP:
                 _pair_full(mode, act, Zr[i], Zc[j], Vr[i], Vc[j], tab, base_r + i, base_c + j,
-                           Kr[i], Kc[j],
-                           same_img,
-                           nbr, sw2, sb2, k2, C, ts, tt, work)
+                           Kr[i], Kc[j], same_img, nbr, sw2, sb2, k2, C, ts, tt, work)
             else:
                 _pair_diag(mode, act, Zr[i], Zc[j], Vr[i], Vc[j], tab, base_r + i, base_c + j,
-                           Kr[i], Kc[j],
-                           same_img,
-                           nbr, sw2, sb2, k2, C, ts, tt)
+                           Kr[i], Kc[j], same_img, nbr, sw2, sb2, k2, C, ts, tt)
+            jo = 0 if pairs == PAIRS_DIAG else j
             for l in range(L):
-                out_s[l, i, j] = ts[l]
-                out_t[l, i, j] = tt[l]
-                if sym:
-                    out_s[l, j, i] = ts[l]
-                    out_t[l, j, i] = tt[l]
+                k = slot[l]
+                if k < 0:
+                    continue
+                out_s[k, i, jo] = ts[l]
+                out_t[k, i, jo] = tt[l]
+                if pairs == PAIRS_UPPER:
+                    out_s[k, j, i] = ts[l]
+                    out_t[k, j, i] = tt[l]

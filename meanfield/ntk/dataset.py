@@ -114,9 +114,7 @@ def kernels(X, activation, sw2, sb2, depth, X2=None, architecture=None,
         negative variances, unknown activation.
     """
     if architecture is not None:  # convolutional networks: meanfield/ntk/conv.py
-        ds = conv_kernels(X, activation, sw2, sb2, depth, architecture, X2=X2)
-        # (the convolutional recursion stores every depth; depths= only selects afterwards)
-        return ds if depths is None else ds.sel(depth=select_depths(depths, ds.sizes["depth"]))
+        return conv_kernels(X, activation, sw2, sb2, depth, architecture, X2=X2, depths=depths)
     if np.ndim(X) == 4:
         raise ValueError("X is four-dimensional (images?): pass architecture=meanfield.Conv(...) "
                          "for a convolutional network, or reshape X to (samples, features)")

@@ -146,11 +146,10 @@ def ntk_metrics(X_train, y_train, X_test, activation, sw2, sb2, depth, depths=No
         (n + m) x n arrays, whatever L.
     """
     if architecture is not None:  # convolutional networks: meanfield/ntk/conv.py
-        act, sw2, sb2, L, n, m, conv_layers, q1, rec = metric_layers(
-            X_train, X_test, activation, sw2, sb2, depth, architecture)
+        act, sw2, sb2, keep, n, m, blocks, q1, rec = metric_layers(
+            X_train, X_test, activation, sw2, sb2, depth, architecture, depths)
         Y = labels(y_train, n)
-        keep = select_depths(depths, L)
-        layers = ((l, Ttr, Tte) for l, (Ttr, Tte) in enumerate(conv_layers, start=1))
+        layers = zip(keep.tolist(), blocks["train"][1], blocks["cross"][1])
     else:
         if np.ndim(X_train) == 4:
             raise ValueError("X_train is four-dimensional (images?): pass "

@@ -37,7 +37,8 @@ from ..core.gaussian.moments import pair
 from ..core.vocabulary import KernelStatus, attrs as var_attrs, described, flag_attrs
 from .dataset import global_attrs
 from .depths import select_depths
-from .metrics import train_test
+from .conv import ConvMethod, conv_arrays, validated
+from .metrics import labels, train_test
 
 __all__ = ["predict", "predictions", "PREDICTORS"]
 
@@ -157,12 +158,19 @@ class _Depth:
 
 
 def predictions(X_train, y_train, X_test, activation, sw2, sb2, depth, kernels=PREDICTORS,
-                t=None, diag_reg=0.0, depths=None):
+                t=None, diag_reg=0.0, depths=None, architecture=None):
     """:func:`predict` for several predictors from one kernel recursion.
 
     Returns a dict ``{kernel: Dataset}`` (each as :func:`predict` returns it).
     """
-    act, sw2, sb2, L = V.network(activation, sw2, sb2, depth)
+    if architecture is not None:  # convolutional: validate the images first, as below
+        act, sw2, sb2, L, Xtr, Xte = validated(X_train, X_test, activation, sw2, sb2, depth,
+                                               architecture, names=("X_train", "X_test"))
+    else:
+        if np.ndim(X_train) == 4:
+            raise ValueError("X_train is four-dimensional (images?): pass "
+                             "architecture=meanfield.Conv(...) for a convolutional network")
+        act, sw2, sb2, L = V.network(activation, sw2, sb2, depth)
     kinds = [kernels] if isinstance(kernels, str) else list(kernels)
     for k in kinds:
         if k not in PREDICTORS:
@@ -170,32 +178,61 @@ def predictions(X_train, y_train, X_test, activation, sw2, sb2, depth, kernels=P
     times, scalar_t = _times(t)
     diag_reg = V.scalar("diag_reg", diag_reg, minimum=0.0)
     keep = select_depths(depths, L)
-    Y, n, m, rec = train_test(act, sw2, sb2, X_train, y_train, X_test)
-    kss = rec.qz[n:].copy()  # Sigma^1(x*, x*), then the length map per test point
+    if architecture is not None:
+        Y = labels(y_train, Xtr.shape[0])
+        m = Xte.shape[0]
+        layers, rec = _conv_layers(act, sw2, sb2, Xtr, Xte, keep, architecture)
+    else:
+        Y, n, m, rec = train_test(act, sw2, sb2, X_train, y_train, X_test)
+        layers = _fc_layers(act, sw2, sb2, rec, n, keep)
     norm = float(Y.size)
     T = 1 if times is None else times.size
     out = {k: {"mean": np.full((keep.size, T, m) + Y.shape[1:], np.nan),
                "var": np.full((keep.size, T, m), np.nan),
                "lam_min": np.full(keep.size, np.nan), "lam_max": np.full(keep.size, np.nan),
                "status": np.zeros(keep.size, dtype=np.int8)} for k in kinds}
-    slot = {int(d): i for i, d in enumerate(keep)}
+    for i, (Str, Ttr, Ste, Tte, kss) in enumerate(layers):
+        for k in kinds:
+            Gtt, Gst = (Ttr, Tte) if k == "ntk" else (Str, Ste)
+            r = _Depth(k, Gtt, Gst, Str, Ste, kss, Y, times, diag_reg, norm)
+            o = out[k]
+            o["mean"][i], o["var"][i] = r.mean, r.var
+            o["lam_min"][i], o["lam_max"][i], o["status"][i] = r.lam_min, r.lam_max, r.status
+    res = {k: _dataset(k, out[k], keep, times, scalar_t, Y, m, act, sw2, sb2, rec, diag_reg)
+           for k in kinds}
+    if architecture is not None:
+        for ds in res.values():
+            ds.attrs.pop("shared_norm", None)  # a fully connected notion
+            ds.attrs.update(architecture.attrs)
+            ds.attrs["image_shape"] = list(Xtr.shape[1:])
+    return res
+
+
+def _fc_layers(act, sw2, sb2, rec, n, keep):
+    """(Sigma_tt, Theta_tt, Sigma_*t, Theta_*t, Sigma_**-diagonal) at each kept depth of the
+    fully connected recursion, which holds one layer at a time."""
+    kss = rec.qz[n:].copy()  # Sigma^1(x*, x*), then the length map per test point
+    wanted = set(keep.tolist())
     for l in rec.iterate(int(keep[-1])):
         if l > 1:
             nxt = np.empty_like(kss)
             _length_step(act.record, sw2, sb2, kss, nxt)
             kss = nxt
-        if l not in slot:
-            continue
-        i = slot[l]
-        tr, te = rec.blocks[0], rec.blocks[1]
-        for k in kinds:
-            Gtt, Gst = (tr.th, te.th) if k == "ntk" else (tr.sig, te.sig)
-            r = _Depth(k, Gtt, Gst, tr.sig, te.sig, kss, Y, times, diag_reg, norm)
-            o = out[k]
-            o["mean"][i], o["var"][i] = r.mean, r.var
-            o["lam_min"][i], o["lam_max"][i], o["status"][i] = r.lam_min, r.lam_max, r.status
-    return {k: _dataset(k, out[k], keep, times, scalar_t, Y, m, act, sw2, sb2, rec, diag_reg)
-            for k in kinds}
+        if l in wanted:
+            tr, te = rec.blocks[0], rec.blocks[1]
+            yield tr.sig, tr.th, te.sig, te.th, kss
+
+
+def _conv_layers(act, sw2, sb2, Xtr, Xte, keep, conv):
+    """The same for a convolutional network (docs/theory.md, "Convolutional networks"):
+    every pair's pixel recursion runs to the deepest kept depth and stores only the kept
+    ones; the test variances Sigma^l(x*, x*) after the readout come from the pairs (x*, x*)
+    (for GAP they need each test image's full pixel-pixel covariance)."""
+    blocks, method, _ = conv_arrays(Xtr, Xte, act, sw2, sb2, keep, conv,
+                                    ("train", "cross", "test_diag"))
+    (Str, Ttr), (Ste, Tte), (Sss, _) = blocks["train"], blocks["cross"], blocks["test_diag"]
+    layers = ((Str[i], Ttr[i], Ste[i], Tte[i], Sss[i, :, 0]) for i in range(keep.size))
+    return layers, ConvMethod(method)
 
 
 def _dataset(kind, o, keep, times, scalar_t, Y, m, act, sw2, sb2, rec, diag_reg):
@@ -251,7 +288,7 @@ def _dataset(kind, o, keep, times, scalar_t, Y, m, act, sw2, sb2, rec, diag_reg)
 
 
 def predict(X_train, y_train, X_test, activation, sw2, sb2, depth, kernel="ntk", t=None,
-            diag_reg=0.0, depths=None) -> xr.Dataset:
+            diag_reg=0.0, depths=None, architecture=None) -> xr.Dataset:
     """Mean and variance of the infinite-width network's prediction on X_test, per depth.
 
     Implements (docs/theory.md, "Infinite-width predictions"), with G the predictor's kernel
@@ -269,10 +306,10 @@ def predict(X_train, y_train, X_test, activation, sw2, sb2, depth, kernel="ntk",
 
     Parameters
     ----------
-    X_train : array_like (n, d)
+    X_train : array_like (n, d), or (n, H, W, C) images with ``architecture``
     y_train : array_like (n,) or (n, k)
         Targets; several columns (e.g. one-hot classes) give an ``output`` dimension.
-    X_test : array_like (m, d)
+    X_test : array_like (m, d), or (m, H, W, C)
     activation, sw2, sb2, depth
         As in :func:`meanfield.kernels` (sw2, sb2 are variances).
     kernel : {"ntk", "nngp"}
@@ -283,6 +320,11 @@ def predict(X_train, y_train, X_test, activation, sw2, sb2, depth, kernel="ntk",
         Ridge relative to the mean diagonal of G_tt.
     depths : int or list of int, optional
         Depths to return (default all 1..depth); the recursion runs to the deepest one.
+    architecture : None or Conv, optional
+        None: the fully connected network.  ``meanfield.Conv(...)``: the CNN-GP / CNTK of
+        images (docs/theory.md, "Convolutional networks"; :func:`meanfield.kernels`), the
+        same formulas with K, Theta the readout kernels; only the kept depths are stored
+        (2 K (n^2 + m n + m) doubles for K kept depths).
 
     Returns
     -------
@@ -304,4 +346,4 @@ def predict(X_train, y_train, X_test, activation, sw2, sb2, depth, kernel="ntk",
     if not isinstance(kernel, str):
         raise ValueError(f"kernel must be one of {', '.join(PREDICTORS)}, got {kernel!r}")
     return predictions(X_train, y_train, X_test, activation, sw2, sb2, depth, kernel, t,
-                       diag_reg, depths)[kernel]
+                       diag_reg, depths, architecture)[kernel]

@@ -19,10 +19,13 @@ plot_simulation, plot_width_convergence, plot_trainability (``experiments``)
     Finite networks beside the theory.
 plot_generalization (``generalization``)
     Test accuracy of the infinite-width NNGP / NTK predictors over (sigma_w^2, depth).
+plot_cntk_digits (``cntk``)
+    CNN-GP / CNTK accuracy by depth beside fully connected kernels and finite CNNs.
 
 Colours and labels are in ``style``.
 """
 
+from .cntk import plot_cntk_digits
 from .experiments import plot_simulation, plot_trainability, plot_width_convergence
 from .generalization import plot_generalization
 from .ntk import ntk_trainability
@@ -34,4 +37,5 @@ from .style import DIVERGING_CMAP, PALETTE, SEQUENTIAL_CMAP
 __all__ = ["phase_diagram", "phase_diagram_facets", "length_map", "correlation_map",
            "depth_profiles", "depth_scales", "ntk_trainability", "critical_lines",
            "plot_simulation", "plot_width_convergence", "plot_trainability", "plot_generalization",
+           "plot_cntk_digits",
            "PALETTE", "DIVERGING_CMAP", "SEQUENTIAL_CMAP"]
