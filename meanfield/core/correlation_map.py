@@ -18,9 +18,11 @@ import math
 from collections import namedtuple
 
 import numba as nb
+import numpy as np
 
 from .functions import CF_NONE
 from .gaussian.moments import moments2
+from .moment_table import N_HERMITE_TABLE, TABLE_TAIL_ROUNDING, lookup_hermite_ext
 from .vocabulary import Status
 
 OK = int(Status.OK)
@@ -40,41 +42,82 @@ CorrelationFixedPoint = namedtuple("CorrelationFixedPoint", ["c", "chi_c", "stat
 
 
 @nb.njit(cache=True)
-def _series_delta(herm, tail, eps):
-    """Dual-activation series: (Delta(eps), q D'(c)) with c = 1 - eps in [0, 1], tail dropped.
+def _series_polys(herm):
+    """Coefficients (S, W) of the two polynomials in c that the series solve evaluates.
 
-    Delta = sum_{n<N} a_n^2 (1 - c^n) + tail - sum_{n>=N} a_n^2 c^n; the last sum is dropped
-    (it is at most c^N tail).  1 - c^n = eps (1 + c + ... + c^(n-1)) is a sum of positive
-    terms, so it keeps full relative accuracy however small eps is.
+    With D(c) = sum_{n<N} a_n^2 c^n and 1 - c^n = eps (1 + c + ... + c^(n-1))::
+
+        sum_{n<N} a_n^2 (1 - c^n) = eps sum_{j=0}^{N-2} S_j c^j,   S_j = sum_{j<n<N} a_n^2
+        D'(c)                     =     sum_{j=0}^{N-2} W_j c^j,   W_j = (j + 1) a_{j+1}^2
+
+    Both have non-negative coefficients, so on 0 <= c <= 1 Horner's rule adds positive
+    terms only and keeps full relative accuracy however small eps is.  Zero-padded to a
+    multiple of 4 for :func:`_horner4`.
     """
-    c = 1.0 - eps
-    dl = 0.0
-    dp = 0.0
-    geo = 0.0  # 1 + c + ... + c^(n-1)
-    cn1 = 1.0  # c^(n-1)
-    for n in range(1, herm.shape[0]):
-        a2 = herm[n] * herm[n]
-        geo = geo * c + 1.0
-        dl += a2 * geo
-        dp += n * a2 * cn1
-        cn1 *= c
-    return tail + eps * dl, dp
+    L = max(herm.shape[0] - 1, 0)
+    Lp = (L + 3) // 4 * 4
+    S = np.zeros(Lp)
+    W = np.zeros(Lp)
+    acc = 0.0
+    for j in range(L - 1, -1, -1):
+        a2 = herm[j + 1] * herm[j + 1]
+        acc += a2
+        S[j] = acc
+        W[j] = (j + 1) * a2
+    return S, W
 
 
 @nb.njit(cache=True)
-def _series_root(herm, tail, sw2, rho, F, q):
-    """Root of the series version of G(eps) by Newton from eps = 1 (concave: monotone)."""
-    e = 1.0
+def _horner4(S, W, c):
+    """(sum_j S_j c^j, sum_j W_j c^j), len(S) = len(W) a multiple of 4.
+
+    Horner in c^4 on the four residues j mod 4 of both polynomials: eight independent
+    chains, so the loop runs at the multiply-add throughput instead of one chain's latency
+    (the series solve's whole cost; a single chain is ~4x slower).
+    """
+    c2 = c * c
+    c4 = c2 * c2
+    s0 = s1 = s2 = s3 = 0.0
+    w0 = w1 = w2 = w3 = 0.0
+    for i in range(S.shape[0] - 4, -1, -4):
+        s0 = s0 * c4 + S[i]
+        s1 = s1 * c4 + S[i + 1]
+        s2 = s2 * c4 + S[i + 2]
+        s3 = s3 * c4 + S[i + 3]
+        w0 = w0 * c4 + W[i]
+        w1 = w1 * c4 + W[i + 1]
+        w2 = w2 * c4 + W[i + 2]
+        w3 = w3 * c4 + W[i + 3]
+    return (s0 + c * s1) + c2 * (s2 + c * s3), (w0 + c * w1) + c2 * (w2 + c * w3)
+
+
+@nb.njit(cache=True)
+def _series_delta(S, W, tail, eps):
+    """Dual-activation series: (Delta(eps), q D'(c)) with c = 1 - eps in [0, 1], tail dropped.
+
+    Delta = sum_{n<N} a_n^2 (1 - c^n) + tail - sum_{n>=N} a_n^2 c^n; the last sum is dropped
+    (it is at most c^N tail).  S, W from :func:`_series_polys`.
+    """
+    p, dp = _horner4(S, W, 1.0 - eps)
+    return tail + eps * p, dp
+
+
+@nb.njit(cache=True)
+def _series_root(S, W, tail, sw2, rho, F, q, e0):
+    """Root of the series version of G(eps) by Newton from eps = e0 (concave: from e0 = 1
+    the iterates decrease monotonically; from below the root the first step overshoots
+    above it, and from there they decrease)."""
+    e = e0
     prev_step = math.inf
     for _ in range(MAXIT_C):
-        dl, dpq = _series_delta(herm, tail, e)
+        dl, dpq = _series_delta(S, W, tail, e)
         G = sw2 * ((1.0 / rho - 1.0) * F + dl) / q - e
         Gp = sw2 * dpq / q - 1.0
         if G >= 0.0 and e == 1.0:
             return 1.0
         if Gp >= 0.0:
             return math.nan  # the truncated series has no interior root
-        en = e - G / Gp
+        en = min(e - G / Gp, 1.0)
         if en <= 0.0 or not math.isfinite(en):
             return math.nan
         size = abs(en - e)
@@ -88,12 +131,14 @@ def _series_root(herm, tail, sw2, rho, F, q):
 
 
 @nb.njit(cache=True)
-def _series_fixed_point(series, sw2, rho, q, F):
-    """(c*, chi_c, eps*) from the dual-activation series; c* is NaN unless its proven error
-    bound is below SERIES_TOL, and eps* is the series' root (NaN when it has none)."""
+def _series_fixed_point(series, sw2, rho, q, F, e0):
+    """(c*, chi_c, eps*) from the dual-activation series, Newton started at eps = e0; c* is
+    NaN unless its proven error bound is below SERIES_TOL, and eps* is the series' root (NaN
+    when it has none)."""
     herm = series.coef
     tail = series.tail
-    es = _series_root(herm, tail, sw2, rho, F, q)
+    S, W = _series_polys(herm)
+    es = _series_root(S, W, tail, sw2, rho, F, q, e0)
     if not (math.isfinite(es) and es > 0.0):
         return math.nan, math.nan, math.nan
     c = 1.0 - es
@@ -102,7 +147,7 @@ def _series_fixed_point(series, sw2, rho, q, F):
     cN = c ** herm.shape[0]
     errD = cN * tail
     errDp = (cN / c if c > 0.0 else 0.0) * series.tail1
-    dl, dpq = _series_delta(herm, tail, es)
+    dl, dpq = _series_delta(S, W, tail, es)
     chic = sw2 * dpq / q
     # The error bounds move the root of G by at most (sw2 errD / q) / |G'| and chi_c by
     # sw2 errDp / q; accept when both are below SERIES_TOL relative to eps* and to
@@ -111,6 +156,21 @@ def _series_fixed_point(series, sw2, rho, q, F):
             and sw2 * errDp / q <= SERIES_TOL * abs(1.0 - chic) * chic):
         return c, chic, es
     return math.nan, math.nan, es
+
+
+@nb.njit(cache=True)
+def _extended_series(table, series, q, F, dphi2):
+    """``series`` continued by the table's extension coefficients (n < N_HERMITE_EXT) at q,
+    or an empty series when q lies outside the extension's verified cells."""
+    ext, t0, t1 = lookup_hermite_ext(table, q)
+    N = series.coef.shape[0]
+    if ext.shape[0] == 0 or N != N_HERMITE_TABLE:
+        return DualSeries(np.zeros(0), 0.0, 0.0)
+    coef = np.empty(N + ext.shape[0])
+    coef[:N] = series.coef
+    coef[N:] = ext
+    return DualSeries(coef, max(t0, 0.0) + TABLE_TAIL_ROUNDING * F,
+                      max(t1, 0.0) + TABLE_TAIL_ROUNDING * q * dphi2)
 
 
 @nb.njit(cache=True)
@@ -166,11 +226,13 @@ def _accept_first_step(series, sw2, q, e, en, Gp, Dp):
 
 
 @nb.njit(cache=True)
-def solve_c(act, sw2, sb2, rho, q, F, series, dphi=math.nan):
+def solve_c(act, sw2, sb2, rho, q, F, series, table, dphi2, dphi=math.nan):
     """Stable correlation fixed point below c = 1 (chaotic phase or dropout).
 
-    ``F = E phi^2`` at q and ``series`` its :class:`DualSeries` (empty coefficients: none);
-    ``dphi = E phi'`` at q when known (NaN: not known).
+    ``F = E phi^2`` and ``dphi2 = E phi'^2`` at q, ``series`` the :class:`DualSeries` of
+    phi(sqrt(q) z) (empty coefficients: none), ``table`` the activation's moment table
+    (its Hermite extension continues a series that cannot prove c*); ``dphi = E phi'`` at
+    q when known (NaN: not known).
 
     Returns
     -------
@@ -188,9 +250,22 @@ def solve_c(act, sw2, sb2, rho, q, F, series, dphi=math.nan):
     e = 1.0
     from_series = False
     if act.family == CF_NONE and series.coef.shape[0] > 0:
-        c, chic, es = _series_fixed_point(series, sw2, rho, q, F)
+        c, chic, es = _series_fixed_point(series, sw2, rho, q, F, 1.0)
         if math.isfinite(c):
             return CorrelationFixedPoint(c, chic, OK, 0)
+        # Too close to c = 1 for N terms: continue the series (a 4x longer one, whose bound
+        # c^N tail is ~c^384 times smaller), polishing the short series' root.
+        longer = _extended_series(table, series, q, F, dphi2)
+        if longer.coef.shape[0] > 0:
+            c, chic, el = _series_fixed_point(longer, sw2, rho, q, F,
+                                              es if math.isfinite(es) else 1.0)
+            if math.isfinite(c):
+                return CorrelationFixedPoint(c, chic, OK, 0)
+            if math.isfinite(el):
+                # Its root is the better start, and its tail bound the tighter curvature
+                # bound for accepting the first 2-D Newton step.
+                es = el
+                series = longer
         if math.isfinite(es):
             e = es
             from_series = True
