@@ -35,9 +35,10 @@ NEWTON_ACCEPT = 1e-6
 N_HERMITE = 24  # dual-activation terms: past ~24 the Hermite pass costs more than the 2-D polish it saves
 SERIES_TOL = 1e-13  # accept the series when its proven error bound on eps*, chi_c is below this
 
-DualSeries = namedtuple("DualSeries", ["coef", "tail", "tail1"])
-DualSeries.__doc__ = """Normalized Hermite coefficients a_n of phi(sqrt(q) z), n < N, and the exact
-tail masses sum_{n>=N} a_n^2 (``tail``) and sum_{n>=N} n a_n^2 (``tail1``)."""
+DualSeries = namedtuple("DualSeries", ["coef", "tail", "tail1", "tail_lo"])
+DualSeries.__doc__ = """Normalized Hermite coefficients a_n of phi(sqrt(q) z), n < N, upper bounds on
+the tail masses sum_{n>=N} a_n^2 (``tail``) and sum_{n>=N} n a_n^2 (``tail1``), and a lower
+bound on the first (``tail_lo``): each tail is a difference known to rounding only."""
 CorrelationFixedPoint = namedtuple("CorrelationFixedPoint", ["c", "chi_c", "status", "iterations"])
 
 
@@ -92,25 +93,34 @@ def _horner4(S, W, c):
 
 
 @nb.njit(cache=True)
-def _series_delta(S, W, tail, eps):
-    """Dual-activation series: (Delta(eps), q D'(c)) with c = 1 - eps in [0, 1], tail dropped.
+def _series_delta(S, W, series, eps):
+    """Dual-activation series: (Delta(eps), q D'(c), bound on the error of Delta), c = 1 - eps.
 
-    Delta = sum_{n<N} a_n^2 (1 - c^n) + tail - sum_{n>=N} a_n^2 c^n; the last sum is dropped
-    (it is at most c^N tail).  S, W from :func:`_series_polys`.
+    Delta = sum_{n<N} a_n^2 (1 - c^n) + R with the tail R = sum_{n>=N} a_n^2 (1 - c^n), of
+    which only bounds are known: 1 - c^n lies between 1 - c^N and min(1, n eps), so
+    R >= (1 - c^N) tail_lo and R <= min(tail, tail1 / N, eps tail1) (sum n a_n^2 >= N sum a_n^2).
+    The midpoint is used and half the width returned; near c = 1 the tail1 bounds are the
+    tight ones (a tail known only to rounding of E phi^2 would otherwise cost ~1e-11 in
+    eps* at c* = 0.985).  The tail of q D' is dropped (at most c^(N-1) tail1, checked by
+    the caller).  S, W from :func:`_series_polys`.
     """
-    p, dp = _horner4(S, W, 1.0 - eps)
-    return tail + eps * p, dp
+    c = 1.0 - eps
+    N = series.coef.shape[0]
+    lo = (1.0 - c ** N) * series.tail_lo
+    hi = max(min(series.tail, series.tail1 / max(N, 1), eps * series.tail1), lo)
+    p, dp = _horner4(S, W, c)
+    return 0.5 * (lo + hi) + eps * p, dp, 0.5 * (hi - lo)
 
 
 @nb.njit(cache=True)
-def _series_root(S, W, tail, sw2, rho, F, q, e0):
+def _series_root(S, W, series, sw2, rho, F, q, e0):
     """Root of the series version of G(eps) by Newton from eps = e0 (concave: from e0 = 1
     the iterates decrease monotonically; from below the root the first step overshoots
     above it, and from there they decrease)."""
     e = e0
     prev_step = math.inf
     for _ in range(MAXIT_C):
-        dl, dpq = _series_delta(S, W, tail, e)
+        dl, dpq, _ = _series_delta(S, W, series, e)
         G = sw2 * ((1.0 / rho - 1.0) * F + dl) / q - e
         Gp = sw2 * dpq / q - 1.0
         if G >= 0.0 and e == 1.0:
@@ -136,18 +146,16 @@ def _series_fixed_point(series, sw2, rho, q, F, e0):
     NaN unless its proven error bound is below SERIES_TOL, and eps* is the series' root (NaN
     when it has none)."""
     herm = series.coef
-    tail = series.tail
     S, W = _series_polys(herm)
-    es = _series_root(S, W, tail, sw2, rho, F, q, e0)
+    es = _series_root(S, W, series, sw2, rho, F, q, e0)
     if not (math.isfinite(es) and es > 0.0):
         return math.nan, math.nan, math.nan
     c = 1.0 - es
-    # Proven truncation bounds: |sum_{n>=N} a_n^2 c^n| <= c^N tail, and the same for the
-    # derivative series with n a_n^2 c^(n-1) <= c^(N-1) tail1.
+    # Proven truncation bounds: the tail of Delta from _series_delta, and for the
+    # derivative series sum_{n>=N} n a_n^2 c^(n-1) <= c^(N-1) tail1.
     cN = c ** herm.shape[0]
-    errD = cN * tail
     errDp = (cN / c if c > 0.0 else 0.0) * series.tail1
-    dl, dpq = _series_delta(S, W, tail, es)
+    dl, dpq, errD = _series_delta(S, W, series, es)
     chic = sw2 * dpq / q
     # The error bounds move the root of G by at most (sw2 errD / q) / |G'| and chi_c by
     # sw2 errDp / q; accept when both are below SERIES_TOL relative to eps* and to
@@ -165,12 +173,13 @@ def _extended_series(table, series, q, F, dphi2):
     ext, t0, t1 = lookup_hermite_ext(table, q)
     N = series.coef.shape[0]
     if ext.shape[0] == 0 or N != N_HERMITE_TABLE:
-        return DualSeries(np.zeros(0), 0.0, 0.0)
+        return DualSeries(np.zeros(0), 0.0, 0.0, 0.0)
     coef = np.empty(N + ext.shape[0])
     coef[:N] = series.coef
     coef[N:] = ext
     return DualSeries(coef, max(t0, 0.0) + TABLE_TAIL_ROUNDING * F,
-                      max(t1, 0.0) + TABLE_TAIL_ROUNDING * q * dphi2)
+                      max(t1, 0.0) + TABLE_TAIL_ROUNDING * q * dphi2,
+                      max(t0 - TABLE_TAIL_ROUNDING * F, 0.0))
 
 
 @nb.njit(cache=True)

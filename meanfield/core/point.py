@@ -91,12 +91,13 @@ def _dual_series(act, table, q, F, dphi2):
     terms, no quadrature), else by quadrature (N_HERMITE terms).
     """
     if act.family != CF_NONE:
-        return DualSeries(np.zeros(0), 0.0, 0.0)
+        return DualSeries(np.zeros(0), 0.0, 0.0, 0.0)
     herm, t0, t1 = lookup_hermite(table, q)
     if herm.shape[0] > 0:
         # Tabulated tails are known to TABLE_TAIL_ROUNDING of the whole (moment_table).
         return DualSeries(herm, max(t0, 0.0) + TABLE_TAIL_ROUNDING * F,
-                          max(t1, 0.0) + TABLE_TAIL_ROUNDING * q * dphi2)
+                          max(t1, 0.0) + TABLE_TAIL_ROUNDING * q * dphi2,
+                          max(t0 - TABLE_TAIL_ROUNDING * F, 0.0))
     herm = np.zeros(N_HERMITE)
     moments1(act, q, herm, True)
     s0 = 0.0
@@ -109,7 +110,7 @@ def _dual_series(act, table, q, F, dphi2):
     # cancellation would otherwise "prove" a truncated series exact near c = 1).
     tail = max(F - s0, 0.0) + TAIL_ROUNDING * F
     tail1 = max(q * dphi2 - s1, 0.0) + TAIL_ROUNDING * q * dphi2  # sum n a_n^2 = q E[phi'^2]
-    return DualSeries(herm, tail, tail1)
+    return DualSeries(herm, tail, tail1, max(F - s0 - TAIL_ROUNDING * F, 0.0))
 
 
 @nb.njit(cache=True)
