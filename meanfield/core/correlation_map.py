@@ -99,9 +99,11 @@ def _series_delta(S, W, series, eps):
     Delta = sum_{n<N} a_n^2 (1 - c^n) + R with the tail R = sum_{n>=N} a_n^2 (1 - c^n), of
     which only bounds are known: 1 - c^n lies between 1 - c^N and min(1, n eps), so
     R >= (1 - c^N) tail_lo and R <= min(tail, tail1 / N, eps tail1) (sum n a_n^2 >= N sum a_n^2).
-    The midpoint is used and half the width returned; near c = 1 the tail1 bounds are the
+    The upper bound is used and the width returned: near c = 1 the tail1 bounds are the
     tight ones (a tail known only to rounding of E phi^2 would otherwise cost ~1e-11 in
-    eps* at c* = 0.985).  The tail of q D' is dropped (at most c^(N-1) tail1, checked by
+    eps* at c* = 0.985), and as eps -> 0 the upper bound has the true slope tail1, so the
+    truncated G keeps G'(0) = chi_1 - 1 (a midpoint, with a smaller slope, can put a
+    spurious root at eps ~ 0 when the tail is large, as for silu at q* ~ 1e3).  The tail of q D' is dropped (at most c^(N-1) tail1, checked by
     the caller).  S, W from :func:`_series_polys`.
     """
     c = 1.0 - eps
@@ -109,7 +111,7 @@ def _series_delta(S, W, series, eps):
     lo = (1.0 - c ** N) * series.tail_lo
     hi = max(min(series.tail, series.tail1 / max(N, 1), eps * series.tail1), lo)
     p, dp = _horner4(S, W, c)
-    return 0.5 * (lo + hi) + eps * p, dp, 0.5 * (hi - lo)
+    return hi + eps * p, dp, hi - lo
 
 
 @nb.njit(cache=True)
