@@ -555,6 +555,75 @@ def test_moment_table_falls_back_and_rejects():
     assert lookup_hermite(table, 1e3)[0].size == 0  # past the Hermite range
 
 
+@pytest.mark.parametrize("name", ["tanh", "silu"])
+def test_moment_table_extension_matches_quadrature(name):
+    """The Hermite extension (a_128 .. a_511 and the tails past 512) between the Chebyshev
+    nodes agrees with fresh quadrature of the full 512-term row."""
+    from meanfield.core import engine
+    from meanfield.core.activation import get_activation
+    from meanfield.core.moment_table import N_HERMITE_EXT, _hermite_row, lookup_hermite_ext
+
+    act = get_activation(name)
+    table = engine.length_table(act)
+    rng = np.random.default_rng(2)
+    used = 0
+    for q in np.exp(rng.uniform(np.log(1e-2), np.log(10.0), 12)):
+        ext, tail, tail1 = lookup_hermite_ext(table, q)
+        if not ext.size:
+            continue
+        used += 1
+        row = np.zeros(N_HERMITE_EXT + 2)
+        _hermite_row(act.record, q, row)
+        F = (row[:N_HERMITE_EXT] ** 2).sum() + row[N_HERMITE_EXT]
+        assert ext.size == N_HERMITE_EXT - 128
+        np.testing.assert_allclose(ext, row[128:N_HERMITE_EXT], rtol=0, atol=1e-13 * math.sqrt(F))
+        assert abs(tail - row[N_HERMITE_EXT]) <= 1e-14 * F
+        assert tail1 >= -4e-15 * F * 100  # TABLE_TAIL_ROUNDING of q E phi'^2 (<= 100 F here)
+    assert lookup_hermite_ext(table, 50.0)[0].size == 0  # past the extension's range
+    assert used >= 10
+
+
+@pytest.mark.parametrize("sw2, sb2, eps_ref, proven", [
+    # 1 - c* by the independent nested-quad solve tests/reference.c_star_near_one (secant in
+    # eps on sw2 Delta(eps) = q eps, Delta = E(phi(u) - phi(v))^2 / 2, scipy quad 1e-13).
+    (3.76271186440678, 1.11864406779661, 0.029712874613301077, True),
+    (3.76271186440678, 1.2203389830508475, 0.014871615569574836, False),
+])
+def test_long_series_proves_c_near_one(sw2, sb2, eps_ref, proven):
+    """tanh points with c* = 0.97 and 0.985: the 128-term series cannot prove them; the
+    512-term one proves the first (no 2-D evaluation) but not the second, whose tail bound
+    (rounding of the tabulated tails) is too wide at 1 - chi_c = 0.018, so 2-D Newton
+    polishes it.  Either way eps* agrees with the exact 2-D solve and the reference to the
+    condition 1/|1 - chi_c| times rounding."""
+    from meanfield.core import engine, point
+    from meanfield.core.activation import get_activation
+    from meanfield.core.correlation_map import (DualSeries, _extended_series,
+                                                _series_fixed_point, solve_c)
+    from meanfield.core.length_map import solve_q
+
+    act = get_activation("tanh")
+    table = engine.length_table(act)
+    fp = solve_q(act.record, sw2, sb2, 1.0, table)
+    m = fp.moments
+    series = point._dual_series(act.record, table, fp.q, m.phi2, m.dphi2)
+    assert series.coef.size == 128
+    assert math.isnan(_series_fixed_point(series, sw2, 1.0, fp.q, m.phi2, 1.0)[0])
+    longer = _extended_series(table, series, fp.q, m.phi2, m.dphi2)
+    assert longer.coef.size == 512
+    c_long = _series_fixed_point(longer, sw2, 1.0, fp.q, m.phi2, 1.0)[0]
+    assert math.isfinite(c_long) == proven
+    cf = solve_c(act.record, sw2, sb2, 1.0, fp.q, m.phi2, series, table, m.dphi2)
+    none = DualSeries(np.zeros(0), 0.0, 0.0, 0.0)
+    exact = solve_c(act.record, sw2, sb2, 1.0, fp.q, m.phi2, none, table, m.dphi2)
+    assert exact.iterations > 2
+    if proven:
+        assert abs((1 - cf.c) / (1 - c_long) - 1) <= 1e-14
+    scale = abs(1.0 - exact.chi_c)  # eps* carries the error of Delta divided by |1 - chi_c|
+    assert abs((1 - cf.c) / (1 - exact.c) - 1) * scale <= 1e-14
+    assert abs((1 - cf.c) / eps_ref - 1) * scale <= 1e-14
+    assert cf.chi_c == pytest.approx(exact.chi_c, rel=1e-13)
+
+
 def test_moment_table_hermite_against_reference():
     """A high Hermite coefficient from the table against an independent 40-digit value
     (mpmath quadrature of tanh(sqrt(q) z) He_23(z) / sqrt(23!) against the Gaussian)."""

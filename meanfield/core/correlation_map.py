@@ -18,9 +18,11 @@ import math
 from collections import namedtuple
 
 import numba as nb
+import numpy as np
 
 from .functions import CF_NONE
 from .gaussian.moments import moments2
+from .moment_table import N_HERMITE_TABLE, TABLE_TAIL_ROUNDING, lookup_hermite_ext
 from .vocabulary import Status
 
 OK = int(Status.OK)
@@ -33,48 +35,101 @@ NEWTON_ACCEPT = 1e-6
 N_HERMITE = 24  # dual-activation terms: past ~24 the Hermite pass costs more than the 2-D polish it saves
 SERIES_TOL = 1e-13  # accept the series when its proven error bound on eps*, chi_c is below this
 
-DualSeries = namedtuple("DualSeries", ["coef", "tail", "tail1"])
-DualSeries.__doc__ = """Normalized Hermite coefficients a_n of phi(sqrt(q) z), n < N, and the exact
-tail masses sum_{n>=N} a_n^2 (``tail``) and sum_{n>=N} n a_n^2 (``tail1``)."""
+DualSeries = namedtuple("DualSeries", ["coef", "tail", "tail1", "tail_lo"])
+DualSeries.__doc__ = """Normalized Hermite coefficients a_n of phi(sqrt(q) z), n < N, upper bounds on
+the tail masses sum_{n>=N} a_n^2 (``tail``) and sum_{n>=N} n a_n^2 (``tail1``), and a lower
+bound on the first (``tail_lo``): each tail is a difference known to rounding only."""
 CorrelationFixedPoint = namedtuple("CorrelationFixedPoint", ["c", "chi_c", "status", "iterations"])
 
 
 @nb.njit(cache=True)
-def _series_delta(herm, tail, eps):
-    """Dual-activation series: (Delta(eps), q D'(c)) with c = 1 - eps in [0, 1], tail dropped.
+def _series_polys(herm):
+    """Coefficients (S, W) of the two polynomials in c that the series solve evaluates.
 
-    Delta = sum_{n<N} a_n^2 (1 - c^n) + tail - sum_{n>=N} a_n^2 c^n; the last sum is dropped
-    (it is at most c^N tail).  1 - c^n = eps (1 + c + ... + c^(n-1)) is a sum of positive
-    terms, so it keeps full relative accuracy however small eps is.
+    With D(c) = sum_{n<N} a_n^2 c^n and 1 - c^n = eps (1 + c + ... + c^(n-1))::
+
+        sum_{n<N} a_n^2 (1 - c^n) = eps sum_{j=0}^{N-2} S_j c^j,   S_j = sum_{j<n<N} a_n^2
+        D'(c)                     =     sum_{j=0}^{N-2} W_j c^j,   W_j = (j + 1) a_{j+1}^2
+
+    Both have non-negative coefficients, so on 0 <= c <= 1 Horner's rule adds positive
+    terms only and keeps full relative accuracy however small eps is.  Zero-padded to a
+    multiple of 4 for :func:`_horner4`.
     """
-    c = 1.0 - eps
-    dl = 0.0
-    dp = 0.0
-    geo = 0.0  # 1 + c + ... + c^(n-1)
-    cn1 = 1.0  # c^(n-1)
-    for n in range(1, herm.shape[0]):
-        a2 = herm[n] * herm[n]
-        geo = geo * c + 1.0
-        dl += a2 * geo
-        dp += n * a2 * cn1
-        cn1 *= c
-    return tail + eps * dl, dp
+    L = max(herm.shape[0] - 1, 0)
+    Lp = (L + 3) // 4 * 4
+    S = np.zeros(Lp)
+    W = np.zeros(Lp)
+    acc = 0.0
+    for j in range(L - 1, -1, -1):
+        a2 = herm[j + 1] * herm[j + 1]
+        acc += a2
+        S[j] = acc
+        W[j] = (j + 1) * a2
+    return S, W
 
 
 @nb.njit(cache=True)
-def _series_root(herm, tail, sw2, rho, F, q):
-    """Root of the series version of G(eps) by Newton from eps = 1 (concave: monotone)."""
-    e = 1.0
+def _horner4(S, W, c):
+    """(sum_j S_j c^j, sum_j W_j c^j), len(S) = len(W) a multiple of 4.
+
+    Horner in c^4 on the four residues j mod 4 of both polynomials: eight independent
+    chains, so the loop runs at the multiply-add throughput instead of one chain's latency
+    (the series solve's whole cost; a single chain is ~4x slower).
+    """
+    c2 = c * c
+    c4 = c2 * c2
+    s0 = s1 = s2 = s3 = 0.0
+    w0 = w1 = w2 = w3 = 0.0
+    for i in range(S.shape[0] - 4, -1, -4):
+        s0 = s0 * c4 + S[i]
+        s1 = s1 * c4 + S[i + 1]
+        s2 = s2 * c4 + S[i + 2]
+        s3 = s3 * c4 + S[i + 3]
+        w0 = w0 * c4 + W[i]
+        w1 = w1 * c4 + W[i + 1]
+        w2 = w2 * c4 + W[i + 2]
+        w3 = w3 * c4 + W[i + 3]
+    return (s0 + c * s1) + c2 * (s2 + c * s3), (w0 + c * w1) + c2 * (w2 + c * w3)
+
+
+@nb.njit(cache=True)
+def _series_delta(S, W, series, eps):
+    """Dual-activation series: (Delta(eps), q D'(c), bound on the error of Delta), c = 1 - eps.
+
+    Delta = sum_{n<N} a_n^2 (1 - c^n) + R with the tail R = sum_{n>=N} a_n^2 (1 - c^n), of
+    which only bounds are known: 1 - c^n lies between 1 - c^N and min(1, n eps), so
+    R >= (1 - c^N) tail_lo and R <= min(tail, tail1 / N, eps tail1) (sum n a_n^2 >= N sum a_n^2).
+    The upper bound is used and the width returned: near c = 1 the tail1 bounds are the
+    tight ones (a tail known only to rounding of E phi^2 would otherwise cost ~1e-11 in
+    eps* at c* = 0.985), and as eps -> 0 the upper bound has the true slope tail1, so the
+    truncated G keeps G'(0) = chi_1 - 1 (a midpoint, with a smaller slope, can put a
+    spurious root at eps ~ 0 when the tail is large, as for silu at q* ~ 1e3).  The tail of q D' is dropped (at most c^(N-1) tail1, checked by
+    the caller).  S, W from :func:`_series_polys`.
+    """
+    c = 1.0 - eps
+    N = series.coef.shape[0]
+    lo = (1.0 - c ** N) * series.tail_lo
+    hi = max(min(series.tail, series.tail1 / max(N, 1), eps * series.tail1), lo)
+    p, dp = _horner4(S, W, c)
+    return hi + eps * p, dp, hi - lo
+
+
+@nb.njit(cache=True)
+def _series_root(S, W, series, sw2, rho, F, q, e0):
+    """Root of the series version of G(eps) by Newton from eps = e0 (concave: from e0 = 1
+    the iterates decrease monotonically; from below the root the first step overshoots
+    above it, and from there they decrease)."""
+    e = e0
     prev_step = math.inf
     for _ in range(MAXIT_C):
-        dl, dpq = _series_delta(herm, tail, e)
+        dl, dpq, _ = _series_delta(S, W, series, e)
         G = sw2 * ((1.0 / rho - 1.0) * F + dl) / q - e
         Gp = sw2 * dpq / q - 1.0
         if G >= 0.0 and e == 1.0:
             return 1.0
         if Gp >= 0.0:
             return math.nan  # the truncated series has no interior root
-        en = e - G / Gp
+        en = min(e - G / Gp, 1.0)
         if en <= 0.0 or not math.isfinite(en):
             return math.nan
         size = abs(en - e)
@@ -88,21 +143,21 @@ def _series_root(herm, tail, sw2, rho, F, q):
 
 
 @nb.njit(cache=True)
-def _series_fixed_point(series, sw2, rho, q, F):
-    """(c*, chi_c, eps*) from the dual-activation series; c* is NaN unless its proven error
-    bound is below SERIES_TOL, and eps* is the series' root (NaN when it has none)."""
+def _series_fixed_point(series, sw2, rho, q, F, e0):
+    """(c*, chi_c, eps*) from the dual-activation series, Newton started at eps = e0; c* is
+    NaN unless its proven error bound is below SERIES_TOL, and eps* is the series' root (NaN
+    when it has none)."""
     herm = series.coef
-    tail = series.tail
-    es = _series_root(herm, tail, sw2, rho, F, q)
+    S, W = _series_polys(herm)
+    es = _series_root(S, W, series, sw2, rho, F, q, e0)
     if not (math.isfinite(es) and es > 0.0):
         return math.nan, math.nan, math.nan
     c = 1.0 - es
-    # Proven truncation bounds: |sum_{n>=N} a_n^2 c^n| <= c^N tail, and the same for the
-    # derivative series with n a_n^2 c^(n-1) <= c^(N-1) tail1.
+    # Proven truncation bounds: the tail of Delta from _series_delta, and for the
+    # derivative series sum_{n>=N} n a_n^2 c^(n-1) <= c^(N-1) tail1.
     cN = c ** herm.shape[0]
-    errD = cN * tail
     errDp = (cN / c if c > 0.0 else 0.0) * series.tail1
-    dl, dpq = _series_delta(herm, tail, es)
+    dl, dpq, errD = _series_delta(S, W, series, es)
     chic = sw2 * dpq / q
     # The error bounds move the root of G by at most (sw2 errD / q) / |G'| and chi_c by
     # sw2 errDp / q; accept when both are below SERIES_TOL relative to eps* and to
@@ -111,6 +166,22 @@ def _series_fixed_point(series, sw2, rho, q, F):
             and sw2 * errDp / q <= SERIES_TOL * abs(1.0 - chic) * chic):
         return c, chic, es
     return math.nan, math.nan, es
+
+
+@nb.njit(cache=True)
+def _extended_series(table, series, q, F, dphi2):
+    """``series`` continued by the table's extension coefficients (n < N_HERMITE_EXT) at q,
+    or an empty series when q lies outside the extension's verified cells."""
+    ext, t0, t1 = lookup_hermite_ext(table, q)
+    N = series.coef.shape[0]
+    if ext.shape[0] == 0 or N != N_HERMITE_TABLE:
+        return DualSeries(np.zeros(0), 0.0, 0.0, 0.0)
+    coef = np.empty(N + ext.shape[0])
+    coef[:N] = series.coef
+    coef[N:] = ext
+    return DualSeries(coef, max(t0, 0.0) + TABLE_TAIL_ROUNDING * F,
+                      max(t1, 0.0) + TABLE_TAIL_ROUNDING * q * dphi2,
+                      max(t0 - TABLE_TAIL_ROUNDING * F, 0.0))
 
 
 @nb.njit(cache=True)
@@ -166,11 +237,13 @@ def _accept_first_step(series, sw2, q, e, en, Gp, Dp):
 
 
 @nb.njit(cache=True)
-def solve_c(act, sw2, sb2, rho, q, F, series, dphi=math.nan):
+def solve_c(act, sw2, sb2, rho, q, F, series, table, dphi2, dphi=math.nan):
     """Stable correlation fixed point below c = 1 (chaotic phase or dropout).
 
-    ``F = E phi^2`` at q and ``series`` its :class:`DualSeries` (empty coefficients: none);
-    ``dphi = E phi'`` at q when known (NaN: not known).
+    ``F = E phi^2`` and ``dphi2 = E phi'^2`` at q, ``series`` the :class:`DualSeries` of
+    phi(sqrt(q) z) (empty coefficients: none), ``table`` the activation's moment table
+    (its Hermite extension continues a series that cannot prove c*); ``dphi = E phi'`` at
+    q when known (NaN: not known).
 
     Returns
     -------
@@ -188,9 +261,22 @@ def solve_c(act, sw2, sb2, rho, q, F, series, dphi=math.nan):
     e = 1.0
     from_series = False
     if act.family == CF_NONE and series.coef.shape[0] > 0:
-        c, chic, es = _series_fixed_point(series, sw2, rho, q, F)
+        c, chic, es = _series_fixed_point(series, sw2, rho, q, F, 1.0)
         if math.isfinite(c):
             return CorrelationFixedPoint(c, chic, OK, 0)
+        # Too close to c = 1 for N terms: continue the series (a 4x longer one, whose bound
+        # c^N tail is ~c^384 times smaller), polishing the short series' root.
+        longer = _extended_series(table, series, q, F, dphi2)
+        if longer.coef.shape[0] > 0:
+            c, chic, el = _series_fixed_point(longer, sw2, rho, q, F,
+                                              es if math.isfinite(es) else 1.0)
+            if math.isfinite(c):
+                return CorrelationFixedPoint(c, chic, OK, 0)
+            if math.isfinite(el):
+                # Its root is the better start, and its tail bound the tighter curvature
+                # bound for accepting the first 2-D Newton step.
+                es = el
+                series = longer
         if math.isfinite(es):
             e = es
             from_series = True

@@ -54,8 +54,19 @@ N_MOM = 7  # fields of Moments1
 N_HERMITE_TABLE = 128
 HERMITE_LOG10_MAX = 2
 HERMITE_H_MAX = 0.25
+# The extension: a_n for N_HERMITE_TABLE <= n < N_HERMITE_EXT (q <= 10^HERMITE_EXT_LOG10_MAX),
+# looked up only for the points whose c* the first 128 terms cannot prove (c* > ~0.9).  Their
+# truncation bound is c^N tail: at N = 128 and c = 0.95 that is 1e-3 tail, at N = 512 it is
+# 4e-12 tail.  Measured on the tanh diagram (q* <= 4.2): every chaotic point with c* < 0.99
+# is then proven from the series alone, instead of one or two 2-D evaluations each.
+N_HERMITE_EXT = 512
+HERMITE_EXT_LOG10_MAX = 1
+# A tail mass tabulated as E phi^2 - sum a_n^2 is known to this relative level (differences
+# taken on the table's own nodes, then interpolated; measured within 1.1e-15 of the whole
+# below zero, so bounds keep 4x that).
+TABLE_TAIL_ROUNDING = 4e-15
 
-MomentTable = namedtuple("MomentTable", ["t0", "inv_dt", "ok", "cm", "hok", "ch"])
+MomentTable = namedtuple("MomentTable", ["t0", "inv_dt", "ok", "cm", "hok", "ch", "xok", "cx"])
 MomentTable.__doc__ = """Piecewise Chebyshev interpolants in t = log q.
 
 t0, inv_dt : float
@@ -69,12 +80,17 @@ hok : bool array (ncell_h,)
 ch : float array (ncell_h, DEGREE + 1, N + 2)
     Chebyshev coefficients of a_n(q), n < N, and of the two tail masses (see
     :func:`_hermite_row`); ncell_h = 0 when phi has kinks (its series converges slowly).
+xok : bool array (ncell_x,)
+    Extension cell verified (cells 0..ncell_x - 1 of the same grid).
+cx : float array (ncell_x, DEGREE + 1, N_EXT - N + 2)
+    Chebyshev coefficients of a_n(q), N <= n < N_EXT, and of the tail masses past N_EXT.
 """
 
 
 def empty_table() -> MomentTable:
     """A table with no cells: every lookup falls back to quadrature."""
     return MomentTable(0.0, 1.0, np.zeros(0, dtype=np.bool_), np.zeros((0, N_MOM, DEGREE + 1)),
+                       np.zeros(0, dtype=np.bool_), np.zeros((0, DEGREE + 1, 2)),
                        np.zeros(0, dtype=np.bool_), np.zeros((0, DEGREE + 1, 2)))
 
 
@@ -224,13 +240,20 @@ def _build(record):
     cm, ok, err = _chebyshev_cells(record, t0, dt, LOG10_RANGE[1] * CELLS_PER_DECADE - k0, 0,
                                    _moment_error)
     nh = 0 if record.kinks.shape[0] > 0 else HERMITE_LOG10_MAX * CELLS_PER_DECADE - k0
+    empty = np.zeros((0, DEGREE + 1, 2)), np.zeros(0, dtype=np.bool_), np.zeros((0, 1))
     if nh > 0:
         ch, hok, herr = _chebyshev_cells(record, t0, dt, nh, N_HERMITE_TABLE, _hermite_error)
         # Degree-major, so that a lookup's inner loop runs over n (and vectorizes).
         ch = np.ascontiguousarray(ch.transpose(0, 2, 1))
+        # The extension is verified on its full rows (a_0 .. a_{N_EXT - 1} and the tails,
+        # against the scales of the whole series) and keeps the columns from N on.
+        nx = HERMITE_EXT_LOG10_MAX * CELLS_PER_DECADE - k0
+        cx, xok, _ = _chebyshev_cells(record, t0, dt, nx, N_HERMITE_EXT, _hermite_error)
+        cx = np.ascontiguousarray(cx[:, N_HERMITE_TABLE:, :].transpose(0, 2, 1))
     else:
-        ch, hok, herr = np.zeros((0, DEGREE + 1, 2)), np.zeros(0, dtype=np.bool_), np.zeros((0, 1))
-    return MomentTable(float(t0), float(1.0 / dt), ok, cm, hok, ch), err, herr
+        ch, hok, herr = empty
+        cx, xok, _ = empty
+    return MomentTable(float(t0), float(1.0 / dt), ok, cm, hok, ch, xok, cx), err, herr
 
 
 @nb.njit(cache=True)
@@ -275,10 +298,23 @@ def lookup_moments(act, tab, q):
 def lookup_hermite(tab, q):
     """(a_n(q) for n < N, sum_{n>=N} a_n^2, sum_{n>=N} n a_n^2) from the table; an empty
     array when q lies outside its verified Hermite cells (the caller uses quadrature)."""
-    i, x = _locate(tab, tab.hok, q)
+    return _lookup_series(tab, tab.hok, tab.ch, q)
+
+
+@nb.njit(cache=True)
+def lookup_hermite_ext(tab, q):
+    """(a_n(q) for N <= n < N_EXT, sum_{n>=N_EXT} a_n^2, sum_{n>=N_EXT} n a_n^2) from the
+    table's extension; an empty array when q lies outside its verified cells."""
+    return _lookup_series(tab, tab.xok, tab.cx, q)
+
+
+@nb.njit(cache=True)
+def _lookup_series(tab, ok, cells, q):
+    """Interpolated coefficients and the two tails of the Hermite cells ``cells``."""
+    i, x = _locate(tab, ok, q)
     if i < 0:
         return np.empty(0), 0.0, 0.0
-    c = tab.ch[i]
+    c = cells[i]
     nf = c.shape[1]
     out = np.zeros(nf)
     # sum_j c_j T_j(x) for all fields at once: T_j by its recurrence, fields innermost.

@@ -23,7 +23,7 @@ from .correlation_map import N_HERMITE, DualSeries, solve_c
 from .functions import CF_NONE, CF_RELU, kink_at_zero
 from .gaussian.moments import moments1
 from .length_map import solve_q
-from .moment_table import lookup_hermite, lookup_moments
+from .moment_table import TABLE_TAIL_ROUNDING, lookup_hermite, lookup_moments
 from .vocabulary import Phase, Status
 
 OK = int(Status.OK)
@@ -44,7 +44,6 @@ N_OUT = 12
 # Relative uncertainty of a tail mass computed as E[phi^2] - sum_{n<N} a_n^2: both sides
 # are accurate to ~1e-16 relative, their difference to a few times that.
 TAIL_ROUNDING = 1e-15
-TABLE_TAIL_ROUNDING = 4e-15
 # chi_1 this close above 1 counts as 1 for the correlation map (see analyze_point).
 CHI1_RESOLUTION = 1e-12
 
@@ -92,13 +91,13 @@ def _dual_series(act, table, q, F, dphi2):
     terms, no quadrature), else by quadrature (N_HERMITE terms).
     """
     if act.family != CF_NONE:
-        return DualSeries(np.zeros(0), 0.0, 0.0)
+        return DualSeries(np.zeros(0), 0.0, 0.0, 0.0)
     herm, t0, t1 = lookup_hermite(table, q)
     if herm.shape[0] > 0:
-        # Tabulated tails: differences taken on the table's own nodes, then interpolated;
-        # measured within 1.1e-15 of the whole below zero, so the bound keeps 4x that.
+        # Tabulated tails are known to TABLE_TAIL_ROUNDING of the whole (moment_table).
         return DualSeries(herm, max(t0, 0.0) + TABLE_TAIL_ROUNDING * F,
-                          max(t1, 0.0) + TABLE_TAIL_ROUNDING * q * dphi2)
+                          max(t1, 0.0) + TABLE_TAIL_ROUNDING * q * dphi2,
+                          max(t0 - TABLE_TAIL_ROUNDING * F, 0.0))
     herm = np.zeros(N_HERMITE)
     moments1(act, q, herm, True)
     s0 = 0.0
@@ -111,7 +110,7 @@ def _dual_series(act, table, q, F, dphi2):
     # cancellation would otherwise "prove" a truncated series exact near c = 1).
     tail = max(F - s0, 0.0) + TAIL_ROUNDING * F
     tail1 = max(q * dphi2 - s1, 0.0) + TAIL_ROUNDING * q * dphi2  # sum n a_n^2 = q E[phi'^2]
-    return DualSeries(herm, tail, tail1)
+    return DualSeries(herm, tail, tail1, max(F - s0 - TAIL_ROUNDING * F, 0.0))
 
 
 @nb.njit(cache=True)
@@ -174,7 +173,7 @@ def analyze_point(act, table, sw2, sb2, settings, out):
         # E phi' at q itself (m may carry the length solve's last moments to q to first
         # order, which leaves E phi' one Newton step behind): c* = 0 needs only it.
         dphi = lookup_moments(act, table, q).dphi if (act.odd and sb2 == 0.0) else math.nan
-        cf = solve_c(act, sw2, sb2, rho, q, m.phi2, series, dphi)
+        cf = solve_c(act, sw2, sb2, rho, q, m.phi2, series, table, m.dphi2, dphi)
         if cf.status != OK:
             out[I_C] = cf.c
             out[I_CHIC] = cf.chi_c
