@@ -280,11 +280,15 @@ def _tile_general_closed(k, act, sw2, sb2, qr, qc, sig, th, S, T, sym, i0, i1, j
             _put(k, i, j, sv, tv, S, T, sym)
 
 
-@nb.njit(cache=True)
+@nb.njit(cache=True, error_model="numpy")
 def _tile_hermite(k, act, sw2, sb2, plan, sig, th, S, T, sym, i0, i1, j0, j1, tile):
     """MODE_GENERAL_HERMITE: Mehler sums per pair, Horner in c vectorized along a row of
     the tile, each pair truncated at its own order (the terms above it enter as exact
-    zeros); the exact 2-D rule where no order of the ladder meets the bound."""
+    zeros); the exact 2-D rule where no order of the ladder meets the bound.
+
+    The loops run over row views indexed from 0 (see :func:`_tile_general_fast`: an
+    index ``j0 + t`` of unknown sign makes Numba's wraparound check gather element by
+    element), with error_model="numpy" so no division check blocks vectorization."""
     i0 = int(i0)
     i1 = int(i1)
     j0 = int(j0)
@@ -301,38 +305,50 @@ def _tile_hermite(k, act, sw2, sb2, plan, sig, th, S, T, sym, i0, i1, j0, j1, ti
     ladder = plan.ladder
     nmax = plan.herm_n[k]
     nj = j1 - j0
-    rc = np.empty(nj)
-    for j in range(j0, j1):
-        rc[j - j0] = 1.0 / math.sqrt(qc[j]) if qc[j] > 0.0 else 0.0
-    cv = np.empty(nj)
-    npair = np.empty(nj, dtype=np.int64)
-    nfail = np.empty(nj, dtype=np.int64)
-    pw = np.empty(nj)
-    cinc = np.empty(nj)
-    accd = np.empty(nj)
-    accp = np.empty(nj)
+    rc0 = np.empty(nj)
+    qcv = qc[j0:j1]
+    for t in range(nj):
+        rc0[t] = 1.0 / math.sqrt(qcv[t]) if qcv[t] > 0.0 else 0.0
+    cv0 = np.empty(nj)
+    npair0 = np.empty(nj, dtype=np.int64)
+    nfail0 = np.empty(nj, dtype=np.int64)
+    pw0 = np.empty(nj)
+    cinc0 = np.empty(nj)
+    accd0 = np.empty(nj)
+    accp0 = np.empty(nj)
     nfb = 0
     for i in range(i0, i1):
         jb = max(i, j0) if sym else j0
+        b0 = jb - j0
+        mm = j1 - jb
+        srow = sig[i, jb:j1]
+        trow = th[i, jb:j1]
+        rc = rc0[b0:]
+        cv = cv0[:mm]
+        npair = npair0[:mm]
+        nfail = nfail0[:mm]
+        pw = pw0[:mm]
+        cinc = cinc0[:mm]
+        accd = accd0[:mm]
+        accp = accp0[:mm]
         ri = 1.0 / math.sqrt(qr[i]) if qr[i] > 0.0 else 0.0
         nrow = -1
-        for jj in range(jb - j0, nj):
-            c = min(1.0, max(-1.0, sig[i, jj + j0] * ri * rc[jj]))
-            cv[jj] = c
-            accd[jj] = 0.0
-            accp[jj] = 0.0
+        for t in range(mm):
+            c = min(1.0, max(-1.0, srow[t] * ri * rc[t]))
+            cv[t] = c
+            accd[t] = 0.0
+            accp[t] = 0.0
         # Each pair's order: the first of the ladder with |c|^(N+1) tau_i tau_j <= RTOL for
         # phi and phi' (tails are non-increasing along the ladder, so the failing orders
         # form a prefix and are counted branch-free).  Depends on the pair alone, so
         # results do not depend on the tiling.
-        j00 = jb - j0
-        for jj in range(j00, nj):
-            ac = abs(cv[jj])
+        for t in range(mm):
+            ac = abs(cv[t])
             c4 = ac * ac
             c4 = c4 * c4
-            pw[jj] = c4 * c4 * ac  # |c|^(LADDER[0] + 1), LADDER[0] = 8
-            cinc[jj] = c4
-            nfail[jj] = 0
+            pw[t] = c4 * c4 * ac  # |c|^(LADDER[0] + 1), LADDER[0] = 8
+            cinc[t] = c4
+            nfail[t] = 0
         inc_prev = 4
         mvalid = 0
         for m in range(ladder.shape[0]):
@@ -342,45 +358,49 @@ def _tile_hermite(k, act, sw2, sb2, plan, sig, th, S, T, sym, i0, i1, j0, j1, ti
             if m > 0:
                 inc = ladder[m] - ladder[m - 1]
                 while inc_prev < inc:
-                    for jj in range(j00, nj):
-                        cinc[jj] = cinc[jj] * cinc[jj]
+                    for t in range(mm):
+                        cinc[t] = cinc[t] * cinc[t]
                     inc_prev *= 2
-                for jj in range(j00, nj):
-                    pw[jj] = pw[jj] * cinc[jj]
+                for t in range(mm):
+                    pw[t] = pw[t] * cinc[t]
             tai = tr[0, m, i]
             tbi = tr[1, m, i]
-            for jj in range(j00, nj):
-                okm = ((pw[jj] * tai * tc[0, m, jj + j0] <= HERM_RTOL)
-                       & (pw[jj] * tbi * tc[1, m, jj + j0] <= HERM_RTOL))
-                nfail[jj] += 0 if okm else 1
-        for jj in range(j00, nj):
-            f = nfail[jj]
-            npair[jj] = ladder[f] if f < mvalid else -1
-            if sym and i == jj + j0:
-                npair[jj] = -1
-            nrow = max(nrow, npair[jj])
+            ta = tc[0, m, jb:j1]
+            tb = tc[1, m, jb:j1]
+            for t in range(mm):
+                okm = ((pw[t] * tai * ta[t] <= HERM_RTOL)
+                       & (pw[t] * tbi * tb[t] <= HERM_RTOL))
+                nfail[t] += 0 if okm else 1
+        for t in range(mm):
+            f = nfail[t]
+            npair[t] = ladder[f] if f < mvalid else -1
+            nrow = max(nrow, npair[t])
+        if sym and jb == i:
+            npair[0] = -1  # the diagonal: exact moments below
         for n in range(nrow, -1, -1):
             ai = Ar[n, i]
             bi = Br[n, i]
-            for jj in range(jb - j0, nj):
-                use = n <= npair[jj]
-                accd[jj] = accd[jj] * cv[jj] + (ai * Ac[n, jj + j0] if use else 0.0)
-                accp[jj] = accp[jj] * cv[jj] + (bi * Bc[n, jj + j0] if use else 0.0)
-        for j in range(jb, j1):
-            jj = j - j0
+            an = Ac[n, jb:j1]
+            bn = Bc[n, jb:j1]
+            for t in range(mm):
+                use = n <= npair[t]
+                accd[t] = accd[t] * cv[t] + (ai * an[t] if use else 0.0)
+                accp[t] = accp[t] * cv[t] + (bi * bn[t] if use else 0.0)
+        for t in range(mm):
+            j = jb + t
             if sym and i == j:
                 D = fg[i, 0]
                 Dp = fg[i, 1]
-            elif npair[jj] >= 0:
-                D = accd[jj]
-                Dp = accp[jj]
+            elif npair[t] >= 0:
+                D = accd[t]
+                Dp = accp[t]
             else:
-                D, Dp = pair(act, qr[i], qc[j], sig[i, j], False)
+                D, Dp = pair(act, qr[i], qc[j], srow[t], False)
                 nfb += 1
             sv = sw2 * D + sb2
-            tv = sv + sw2 * Dp * th[i, j]
-            sig[i, j] = sv
-            th[i, j] = tv
+            tv = sv + sw2 * Dp * trow[t]
+            srow[t] = sv
+            trow[t] = tv
             _put(k, i, j, sv, tv, S, T, sym)
     plan.fallback[tile] += nfb
 
