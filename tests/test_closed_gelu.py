@@ -250,3 +250,45 @@ def test_equal_variance_small_eps_linear():
             Delta = equal_variance(q, eps)[1]
             lin = eps * q * one_point(q)[3]
             assert abs(Delta / lin - 1) < 1e3 * eps * max(1.0, math.sqrt(q)) + 1e-14
+
+
+# ---------------------------------------------------------------- general, vectorized form
+def _pre(a, b, c):
+    """gelu_general_pre with its per-input constants, as the kernel loop forms them."""
+    from meanfield.core.gaussian.closed import gelu_general_pre
+    i1, i2 = 1.0 / (1.0 + a), 1.0 / (1.0 + b)
+    return gelu_general_pre(a, b, c, i1, i2, 1.0 / math.sqrt(1.0 + a), 1.0 / math.sqrt(1.0 + b))
+
+
+@pytest.mark.parametrize("rec", REFS["general"],
+                         ids=lambda r: "%g,%g,%.17g" % (r["s11"], r["s22"], r["s12"]))
+def test_general_pre_refs(rec):
+    """The libm-free form the raw-input kernels use, against the same mpmath references;
+    where it declines (ok False) the kernels use gelu_general (tested above)."""
+    a, b, c = rec["s11"], rec["s22"], rec["s12"]
+    D, Dp, ok = _pre(a, b, c)
+    if c >= 0.0:
+        assert ok  # only anti-correlated pairs may need the rewritten branch
+    if ok:
+        _check(D, rec["ref"][0], scale=min(1.0, _scale_D(a, b)))
+        _check(Dp, rec["ref"][1])
+
+
+@pytest.mark.parametrize("a,b", [(0.3, 0.5), (0.1245, 0.13), (7.0, 3.0), (40.0, 60.0)])
+@pytest.mark.parametrize("cc", [1 - 1e-8, 1 - 1e-4, 0.999, 0.7, 0.1, -0.3, -0.8, -(1 - 1e-8)])
+def test_general_pre_live(a, b, cc):
+    """Unequal variances, c from -1 + 1e-8 to 1 - 1e-8 (where the angle goes to 0 or pi
+    and its polynomial form has to keep the digits), against 40-digit mpmath."""
+    c = cc * math.sqrt(a * b)
+    D, Dp, ok = _pre(a, b, c)
+    if not ok:
+        # the cancelling branch (c < 0, sqrt(det(I + S)) < -c): not the vectorized form's job
+        assert c < 0.0 and 1.0 + a + b + (a * b - c * c) < c * c
+        return
+    w = a * b * (1.0 - cc) * (1.0 + cc)  # det, formed without cancellation
+    ref = mpref.general_ref(a, b, c, w=w, dps=40)
+    _check(D, ref[0], scale=min(1.0, _scale_D(a, b)))
+    _check(Dp, ref[1])
+    E, Ep = general(a, b, c)
+    assert abs(D - E) <= 2e-15 * max(abs(E), 1e-16 * _scale_D(a, b)) + 1e-16 * _scale_D(a, b)
+    assert abs(Dp - Ep) <= 2e-15 * abs(Ep)

@@ -35,7 +35,7 @@ import numba as nb
 import numpy as np
 from numba import prange
 
-from ..core.functions import CF_ERF, CF_RELU
+from ..core.functions import CF_ERF, CF_GELU, CF_RELU
 from ..core.gaussian import closed
 from ..core.gaussian.hermite import RTOL as HERM_RTOL
 from ..core.gaussian.moments import moments2, pair
@@ -177,50 +177,96 @@ def _tile_cheb(k, sw2, sb2, qnext, m_phi2, cg, cp, th, eps, S, T, sym, i0, i1, j
             _put(k, i, j, sv, tv, S, T, sym)
 
 
-@nb.njit(cache=True)
+# error_model="numpy": a division then cannot raise ZeroDivisionError, whose check is a
+# branch that keeps LLVM from vectorizing the loops over pairs (4 doubles per AVX2 op).
+@nb.njit(cache=True, error_model="numpy")
 def _tile_general_fast(k, act, sw2, sb2, qr, qc, sig, th, S, T, sym, i0, i1, j0, j1):
-    """erf and the ReLU family on a general covariance: per-point constants hoisted out of
-    the pair loop and libm-free arcsine/arccosine, so the loop along a row vectorizes;
-    the diagonal and zero variances go through :func:`closed.pair` as before."""
+    """erf, GELU and the ReLU family on a general covariance, one row of a tile at a time:
+    per-point constants hoisted out of the pair loop and libm-free arcsine/arccosine, so
+    the loops along a row vectorize (the closed form; the updates and row writes; the
+    transposed writes of a symmetric block, each in its own loop).  The few pairs the
+    vectorized form does not cover are redone by :func:`closed.pair` in between: the
+    diagonal (the length map, bit for bit), zero ReLU variances, and GELU's cancelling
+    branch (:func:`closed.gelu_general_pre` returns ok = False).
+
+    Every loop runs over row views indexed from 0: an index like ``j0 + t`` may be
+    negative as far as Numba knows, and its wraparound check turns contiguous vector loads
+    into element-by-element gathers (measured: GELU 3x slower per pair)."""
     nj = j1 - j0
-    erf = act.family == CF_ERF
+    fam = act.family
+    erf = fam == CF_ERF
+    gelu = fam == CF_GELU
     a = act.a
-    pc = np.empty(nj)   # erf: 1/sqrt(1 + 2 q_j); relu: sqrt(q_j)
-    for j in range(j0, j1):
-        pc[j - j0] = 1.0 / math.sqrt(1.0 + 2.0 * qc[j]) if erf else math.sqrt(qc[j])
-    dd = np.empty(nj)
-    dp = np.empty(nj)
+    qcv = qc[j0:j1]
+    pc = np.empty(nj)   # erf: 1/sqrt(1 + 2 q_j); relu: sqrt(q_j); gelu: 1/(1 + q_j)
+    pc2 = np.empty(nj)  # gelu: 1/sqrt(1 + q_j)
+    for t in range(nj):
+        if gelu:
+            pc[t] = 1.0 / (1.0 + qcv[t])
+            pc2[t] = 1.0 / math.sqrt(1.0 + qcv[t])
+        else:
+            pc[t] = 1.0 / math.sqrt(1.0 + 2.0 * qcv[t]) if erf else math.sqrt(qcv[t])
+    dd0 = np.empty(nj)
+    dp0 = np.empty(nj)
+    ok0 = np.ones(nj, dtype=np.bool_)
     for i in range(i0, i1):
         jb = max(i, j0) if sym else j0
+        b0 = jb - j0
+        m = j1 - jb
         s11 = qr[i]
+        srow = sig[i, jb:j1]
+        trow = th[i, jb:j1]
+        qv = qcv[b0:]
+        p1 = pc[b0:]
+        p2 = pc2[b0:]
+        dd = dd0[:m]
+        dp = dp0[:m]
+        okv = ok0[:m]
         if erf:
             u1 = 1.0 / math.sqrt(1.0 + 2.0 * s11)
             a1 = 1.0 + 2.0 * s11
-            for jj in range(jb - j0, nj):
-                dd[jj], dp[jj] = closed.erf_general_pre(s11, qc[jj + j0], sig[i, jj + j0], u1,
-                                                       pc[jj], a1)
+            for t in range(m):
+                dd[t], dp[t] = closed.erf_general_pre(s11, qv[t], srow[t], u1, p1[t], a1)
+        elif gelu:
+            g1 = 1.0 / (1.0 + s11)
+            h1 = 1.0 / math.sqrt(1.0 + s11)
+            for t in range(m):
+                dd[t], dp[t], okv[t] = closed.gelu_general_pre(s11, qv[t], srow[t], g1, p1[t],
+                                                               h1, p2[t])
         else:
             r1 = math.sqrt(s11)
-            for jj in range(jb - j0, nj):
-                r = r1 * pc[jj]
-                dd[jj], dp[jj] = closed.relu_general_pre(a, sig[i, jj + j0], r if r > 0.0 else 1.0)
-        for j in range(jb, j1):
-            jj = j - j0
-            if (sym and i == j) or (not erf and (s11 == 0.0 or qc[j] == 0.0)):
-                D, Dp = closed.pair(act, s11, qc[j], sig[i, j], sym and i == j)
-            else:
-                D = dd[jj]
-                Dp = dp[jj]
-            sv = sw2 * D + sb2
-            tv = sv + sw2 * Dp * th[i, j]
-            sig[i, j] = sv
-            th[i, j] = tv
-            _put(k, i, j, sv, tv, S, T, sym)
+            for t in range(m):
+                r = r1 * p1[t]
+                okv[t] = r > 0.0
+                dd[t], dp[t] = closed.relu_general_pre(a, srow[t], r if r > 0.0 else 1.0)
+        diag = sym and jb == i  # the first entry of the row is the diagonal
+        if diag:
+            okv[0] = False
+        if not erf or diag:
+            for t in range(m):
+                if not okv[t]:
+                    dd[t], dp[t] = closed.pair(act, s11, qv[t], srow[t], diag and t == 0)
+                    okv[t] = True
+        Srow = S[k, i, jb:j1]
+        Trow = T[k, i, jb:j1]
+        for t in range(m):
+            sv = sw2 * dd[t] + sb2
+            tv = sv + sw2 * dp[t] * trow[t]
+            srow[t] = sv
+            trow[t] = tv
+            Srow[t] = sv
+            Trow[t] = tv
+        if sym:
+            Scol = S[k, jb:j1, i]
+            Tcol = T[k, jb:j1, i]
+            for t in range(m):
+                Scol[t] = srow[t]
+                Tcol[t] = trow[t]
 
 
 @nb.njit(cache=True)
 def _tile_general_closed(k, act, sw2, sb2, qr, qc, sig, th, S, T, sym, i0, i1, j0, j1):
-    if act.family == CF_ERF or act.family == CF_RELU:
+    if act.family == CF_ERF or act.family == CF_RELU or act.family == CF_GELU:
         _tile_general_fast(k, act, sw2, sb2, qr, qc, sig, th, S, T, sym, int(i0), int(i1),
                            int(j0), int(j1))
         return
@@ -234,11 +280,15 @@ def _tile_general_closed(k, act, sw2, sb2, qr, qc, sig, th, S, T, sym, i0, i1, j
             _put(k, i, j, sv, tv, S, T, sym)
 
 
-@nb.njit(cache=True)
+@nb.njit(cache=True, error_model="numpy")
 def _tile_hermite(k, act, sw2, sb2, plan, sig, th, S, T, sym, i0, i1, j0, j1, tile):
     """MODE_GENERAL_HERMITE: Mehler sums per pair, Horner in c vectorized along a row of
     the tile, each pair truncated at its own order (the terms above it enter as exact
-    zeros); the exact 2-D rule where no order of the ladder meets the bound."""
+    zeros); the exact 2-D rule where no order of the ladder meets the bound.
+
+    The loops run over row views indexed from 0 (see :func:`_tile_general_fast`: an
+    index ``j0 + t`` of unknown sign makes Numba's wraparound check gather element by
+    element), with error_model="numpy" so no division check blocks vectorization."""
     i0 = int(i0)
     i1 = int(i1)
     j0 = int(j0)
@@ -255,38 +305,50 @@ def _tile_hermite(k, act, sw2, sb2, plan, sig, th, S, T, sym, i0, i1, j0, j1, ti
     ladder = plan.ladder
     nmax = plan.herm_n[k]
     nj = j1 - j0
-    rc = np.empty(nj)
-    for j in range(j0, j1):
-        rc[j - j0] = 1.0 / math.sqrt(qc[j]) if qc[j] > 0.0 else 0.0
-    cv = np.empty(nj)
-    npair = np.empty(nj, dtype=np.int64)
-    nfail = np.empty(nj, dtype=np.int64)
-    pw = np.empty(nj)
-    cinc = np.empty(nj)
-    accd = np.empty(nj)
-    accp = np.empty(nj)
+    rc0 = np.empty(nj)
+    qcv = qc[j0:j1]
+    for t in range(nj):
+        rc0[t] = 1.0 / math.sqrt(qcv[t]) if qcv[t] > 0.0 else 0.0
+    cv0 = np.empty(nj)
+    npair0 = np.empty(nj, dtype=np.int64)
+    nfail0 = np.empty(nj, dtype=np.int64)
+    pw0 = np.empty(nj)
+    cinc0 = np.empty(nj)
+    accd0 = np.empty(nj)
+    accp0 = np.empty(nj)
     nfb = 0
     for i in range(i0, i1):
         jb = max(i, j0) if sym else j0
+        b0 = jb - j0
+        mm = j1 - jb
+        srow = sig[i, jb:j1]
+        trow = th[i, jb:j1]
+        rc = rc0[b0:]
+        cv = cv0[:mm]
+        npair = npair0[:mm]
+        nfail = nfail0[:mm]
+        pw = pw0[:mm]
+        cinc = cinc0[:mm]
+        accd = accd0[:mm]
+        accp = accp0[:mm]
         ri = 1.0 / math.sqrt(qr[i]) if qr[i] > 0.0 else 0.0
         nrow = -1
-        for jj in range(jb - j0, nj):
-            c = min(1.0, max(-1.0, sig[i, jj + j0] * ri * rc[jj]))
-            cv[jj] = c
-            accd[jj] = 0.0
-            accp[jj] = 0.0
+        for t in range(mm):
+            c = min(1.0, max(-1.0, srow[t] * ri * rc[t]))
+            cv[t] = c
+            accd[t] = 0.0
+            accp[t] = 0.0
         # Each pair's order: the first of the ladder with |c|^(N+1) tau_i tau_j <= RTOL for
         # phi and phi' (tails are non-increasing along the ladder, so the failing orders
         # form a prefix and are counted branch-free).  Depends on the pair alone, so
         # results do not depend on the tiling.
-        j00 = jb - j0
-        for jj in range(j00, nj):
-            ac = abs(cv[jj])
+        for t in range(mm):
+            ac = abs(cv[t])
             c4 = ac * ac
             c4 = c4 * c4
-            pw[jj] = c4 * c4 * ac  # |c|^(LADDER[0] + 1), LADDER[0] = 8
-            cinc[jj] = c4
-            nfail[jj] = 0
+            pw[t] = c4 * c4 * ac  # |c|^(LADDER[0] + 1), LADDER[0] = 8
+            cinc[t] = c4
+            nfail[t] = 0
         inc_prev = 4
         mvalid = 0
         for m in range(ladder.shape[0]):
@@ -296,45 +358,49 @@ def _tile_hermite(k, act, sw2, sb2, plan, sig, th, S, T, sym, i0, i1, j0, j1, ti
             if m > 0:
                 inc = ladder[m] - ladder[m - 1]
                 while inc_prev < inc:
-                    for jj in range(j00, nj):
-                        cinc[jj] = cinc[jj] * cinc[jj]
+                    for t in range(mm):
+                        cinc[t] = cinc[t] * cinc[t]
                     inc_prev *= 2
-                for jj in range(j00, nj):
-                    pw[jj] = pw[jj] * cinc[jj]
+                for t in range(mm):
+                    pw[t] = pw[t] * cinc[t]
             tai = tr[0, m, i]
             tbi = tr[1, m, i]
-            for jj in range(j00, nj):
-                okm = ((pw[jj] * tai * tc[0, m, jj + j0] <= HERM_RTOL)
-                       & (pw[jj] * tbi * tc[1, m, jj + j0] <= HERM_RTOL))
-                nfail[jj] += 0 if okm else 1
-        for jj in range(j00, nj):
-            f = nfail[jj]
-            npair[jj] = ladder[f] if f < mvalid else -1
-            if sym and i == jj + j0:
-                npair[jj] = -1
-            nrow = max(nrow, npair[jj])
+            ta = tc[0, m, jb:j1]
+            tb = tc[1, m, jb:j1]
+            for t in range(mm):
+                okm = ((pw[t] * tai * ta[t] <= HERM_RTOL)
+                       & (pw[t] * tbi * tb[t] <= HERM_RTOL))
+                nfail[t] += 0 if okm else 1
+        for t in range(mm):
+            f = nfail[t]
+            npair[t] = ladder[f] if f < mvalid else -1
+            nrow = max(nrow, npair[t])
+        if sym and jb == i:
+            npair[0] = -1  # the diagonal: exact moments below
         for n in range(nrow, -1, -1):
             ai = Ar[n, i]
             bi = Br[n, i]
-            for jj in range(jb - j0, nj):
-                use = n <= npair[jj]
-                accd[jj] = accd[jj] * cv[jj] + (ai * Ac[n, jj + j0] if use else 0.0)
-                accp[jj] = accp[jj] * cv[jj] + (bi * Bc[n, jj + j0] if use else 0.0)
-        for j in range(jb, j1):
-            jj = j - j0
+            an = Ac[n, jb:j1]
+            bn = Bc[n, jb:j1]
+            for t in range(mm):
+                use = n <= npair[t]
+                accd[t] = accd[t] * cv[t] + (ai * an[t] if use else 0.0)
+                accp[t] = accp[t] * cv[t] + (bi * bn[t] if use else 0.0)
+        for t in range(mm):
+            j = jb + t
             if sym and i == j:
                 D = fg[i, 0]
                 Dp = fg[i, 1]
-            elif npair[jj] >= 0:
-                D = accd[jj]
-                Dp = accp[jj]
+            elif npair[t] >= 0:
+                D = accd[t]
+                Dp = accp[t]
             else:
-                D, Dp = pair(act, qr[i], qc[j], sig[i, j], False)
+                D, Dp = pair(act, qr[i], qc[j], srow[t], False)
                 nfb += 1
             sv = sw2 * D + sb2
-            tv = sv + sw2 * Dp * th[i, j]
-            sig[i, j] = sv
-            th[i, j] = tv
+            tv = sv + sw2 * Dp * trow[t]
+            srow[t] = sv
+            trow[t] = tv
             _put(k, i, j, sv, tv, S, T, sym)
     plan.fallback[tile] += nfb
 
