@@ -30,7 +30,7 @@ from ..core.critical import critical_sw2
 from ..core.vocabulary import DEPTH_CONSTANT, KernelStatus, described, flag_attrs
 from ..ntk.depths import select_depths
 from ..ntk.prediction import PREDICTORS, predictions
-from .trainability import N_CLASSES, _evaluate, _Fast, _forward, _init, digits_data
+from .trainability import N_CLASSES, _evaluate, _Fast, _init, digits_data, sgd
 
 __all__ = ["generalization", "chance_depths", "digits_split", "finite_network", "CHANCE",
            "chance_threshold"]
@@ -212,22 +212,10 @@ def finite_network(activation, sw2, sb2, depth, *, width=128, steps=2000, batch_
     Xtr, Ytr, Xte, yte, _ = digits_split(n_train, n_test, seed)
     rng = np.random.default_rng(V.integer("seed", seed, 0))
     Ws, bs = _init(rng, w, V.variance("sb2", sb2), [Xtr.shape[1]] + [width] * depth + [N_CLASSES])
-    alive = np.ones(w.size, dtype=bool)
-    order = np.empty(0, dtype=np.int64)
-    for _ in range(V.integer("steps", steps, 0)):
-        if order.size < batch_size:
-            order = np.concatenate([order, rng.permutation(len(Xtr))])
-        idx, order = order[:batch_size], order[batch_size:]
-        zs, hs, out = _forward(act, Ws, bs, Xtr[idx])
-        g = (out - Ytr[idx]) / batch_size  # d loss / d output
-        alive &= np.all(np.isfinite(g), axis=(1, 2))
-        delta = np.where(alive[:, None, None], g, 0.0)
-        for layer in range(depth, -1, -1):
-            gW = delta.transpose(0, 2, 1) @ hs[layer]
-            gb = delta.sum(axis=1, keepdims=True)
-            if layer > 0:
-                delta = (delta @ Ws[layer]) * act.derivative(zs[layer - 1])
-            Ws[layer] -= learning_rate * gW
-            bs[layer] -= learning_rate * gb
+
+    def mse_grad(out, t):  # d loss / d output of (1/(2B)) sum (f - y)^2
+        return (out - t) / batch_size
+
+    sgd(act, Ws, bs, Xtr, Ytr, mse_grad, V.integer("steps", steps, 0), batch_size, learning_rate, rng)
     acc, _ = _evaluate(act, Ws, bs, Xte, yte)
     return acc

@@ -152,37 +152,56 @@ def _evaluate(act, Ws, bs, X, y, chunk=512):
     return correct / len(y), loss / len(y)
 
 
+def sgd(act, Ws, bs, X, T, output_grad, steps, batch_size, lr, order_rng):
+    """Minibatch SGD, in place, on a batch of S networks trained side by side.
+
+    Each step draws the next ``batch_size`` rows of a running permutation of X (from
+    ``order_rng``; every network sees the same data in the same order), back-propagates
+    g = d loss / d output, with ``g = output_grad(out, T[idx])`` of shape (S, B, k) and the
+    1/B of the mean already in it, and updates W <- W - lr dL/dW, b <- b - lr dL/db.
+    A network whose g is not finite has diverged: it is frozen (zero step from then on) so
+    that no NaN spreads through its parameters and the others are unaffected.
+
+    Returns
+    -------
+    ndarray of bool
+        Per network: still finite after the last step.
+    """
+    depth = len(Ws) - 1
+    alive = np.ones(Ws[0].shape[0], dtype=bool)
+    order = np.empty(0, dtype=np.int64)
+    for _ in range(steps):
+        if order.size < batch_size:
+            order = np.concatenate([order, order_rng.permutation(len(X))])
+        idx, order = order[:batch_size], order[batch_size:]
+        zs, hs, out = _forward(act, Ws, bs, X[idx])
+        g = output_grad(out, T[idx])
+        alive &= np.all(np.isfinite(g), axis=(1, 2))
+        delta = np.where(alive[:, None, None], g, 0.0)
+        for layer in range(depth, -1, -1):
+            gW = delta.transpose(0, 2, 1) @ hs[layer]
+            gb = delta.sum(axis=1, keepdims=True)
+            if layer > 0:
+                delta = (delta @ Ws[layer]) * act.derivative(zs[layer - 1])
+            Ws[layer] -= lr * gW
+            bs[layer] -= lr * gb
+    return alive
+
+
 def _train_depth(act, sw2, sb2, depth, width, X, y, steps, batch_size, lr, seed):
-    """SGD on all sw2 values at one depth; returns (accuracy, loss, diverged) per sw2."""
-    n, d = X.shape
+    """SGD on the softmax cross-entropy for all sw2 values at one depth; returns
+    (accuracy, loss, diverged) per sw2."""
     # One stream for the weights of this depth, one for the minibatch order shared by all
     # depths (so every cell sees the same data in the same order).
     w_rng = np.random.Generator(np.random.PCG64(np.random.SeedSequence(seed, spawn_key=(1, depth))))
     b_rng = np.random.Generator(np.random.PCG64(np.random.SeedSequence(seed, spawn_key=(0,))))
-    sizes = [d] + [width] * depth + [N_CLASSES]
-    Ws, bs = _init(w_rng, sw2, sb2, sizes)
+    Ws, bs = _init(w_rng, sw2, sb2, [X.shape[1]] + [width] * depth + [N_CLASSES])
     onehot = np.eye(N_CLASSES)[y]
-    order = np.empty(0, dtype=np.int64)
-    alive = np.ones(len(sw2), dtype=bool)
-    for _ in range(steps):
-        if len(order) < batch_size:
-            order = np.concatenate([order, b_rng.permutation(n)])
-        idx, order = order[:batch_size], order[batch_size:]
-        xb, tb = X[idx], onehot[idx]
-        zs, hs, logits = _forward(act, Ws, bs, xb)
-        g = (np.exp(_log_softmax(logits)) - tb) / batch_size  # dLoss/dlogits, (S, B, 10)
-        # A network whose logits overflowed has diverged: freeze it (zero step) so the
-        # others are unaffected and no NaN spreads through its own parameters.
-        alive &= np.all(np.isfinite(g), axis=(1, 2))
-        g = np.where(alive[:, None, None], g, 0.0)
-        delta = g
-        for l in range(depth, -1, -1):
-            gW = delta.transpose(0, 2, 1) @ hs[l]
-            gb = delta.sum(axis=1, keepdims=True)
-            if l > 0:
-                delta = (delta @ Ws[l]) * act.derivative(zs[l - 1])
-            Ws[l] -= lr * gW
-            bs[l] -= lr * gb
+
+    def softmax_grad(logits, t):  # d loss / d logits, (S, B, 10)
+        return (np.exp(_log_softmax(logits)) - t) / batch_size
+
+    alive = sgd(act, Ws, bs, X, onehot, softmax_grad, steps, batch_size, lr, b_rng)
     acc, loss = _evaluate(act, Ws, bs, X, y)
     return acc, loss, ~alive
 
