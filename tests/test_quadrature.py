@@ -43,9 +43,9 @@ def test_two_point_lattice_rule(name):
     far = np.array([1e9])  # a 'kink' outside the domain: plain panels, no split
     for q in (0.05, 1.0, 3.0, 30.0):
         for eps in (1e-7, 1e-3, 0.05, 0.4, 1.0, 1.6):
-            lat = E._lattice_rule(rec, q, eps)
-            half = E._lattice_rule(rec._replace(kappa=rec.kappa / 2), q, eps)
-            pairs = E._pair_rule(rec, q, eps)
+            lat = E._sum_difference_rule(rec, q, eps, True)
+            half = E._sum_difference_rule(rec._replace(kappa=rec.kappa / 2), q, eps, True)
+            pairs = E._sum_difference_rule(rec, q, eps, False)
             panels = E.kinked_rule(rec._replace(kinks=far, kappa=rec.kappa * 0.3), q, q, eps)
             scale = max(abs(half[0]), 1e-3 * q)  # D can vanish (odd phi at c = 0)
             assert lat[0] == pytest.approx(half[0], abs=5e-14 * scale)
@@ -120,7 +120,7 @@ def test_two_point_rule_at_c_minus_one_also_in_parallel_code(name):
     out = np.empty((2, 3))
     K.node_moments(rec, q, eps, out)
     for row, e in zip(out, eps):
-        want = E._pair_rule(rec, q, e)
+        want = E._sum_difference_rule(rec, q, e, False)
         np.testing.assert_allclose(row, want, rtol=1e-13)
     # at c = -1: E[phi(u) phi(-u)] and Delta = E phi^2 - that
     m = _m1(rec, q)

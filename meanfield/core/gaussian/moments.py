@@ -198,87 +198,31 @@ def _s_weight(s, hs, doubled):
 
 
 @nb.njit(cache=True)
-def _lattice_rule(act, q, eps):
-    """Sum/difference trapezoid for smooth phi with phi evaluated once per lattice point."""
-    odd = act.odd
-    kappa = act.kappa
-    alpha = math.sqrt(1.0 - 0.5 * eps)
-    beta = math.sqrt(0.5 * eps)
-    A = math.sqrt(q) * alpha
-    B = math.sqrt(q) * beta
-    hs = step(kappa, q * alpha * alpha)
-    hd = step(kappa, q * beta * beta)
-    # Make the two steps commensurate: with A hs = P delta and B hd = Q delta (P, Q integers)
-    # every argument A s_j +- B d_k = delta (P j +- Q k) lies on one lattice, so phi is
-    # evaluated once per lattice point instead of twice per node pair.  Uncapped steps
-    # already satisfy A hs = B hd = kappa; shrinking a step only makes the rule finer.
-    xs = A * hs
-    xd = B * hd
-    if xs == 0.0 or xd == 0.0:
-        return _pair_rule(act, q, eps)  # c = -1: no lattice
-    if xs >= xd:
-        delta = xd
-        P = max(1, int(xs / delta * (1.0 + 1e-12)))
-        Q = 1
-        hs = P * delta / A
-    else:
-        delta = xs
-        P = 1
-        Q = max(1, int(xd / delta * (1.0 + 1e-12)))
-        hd = Q * delta / B
-    Ks = int(Z2 / hs)
-    Kd = int(Z2 / hd)
-    M = P * Ks + Q * Kd
-    if M + 1 > 2 * (Ks + 1) * (Kd + 1):
-        return _pair_rule(act, q, eps)
-    # phi and phi' on the lattice m delta, m = -M..M (odd phi: m >= 0 and symmetry).
-    lat = np.empty(2 * M + 1)
-    dlat = np.empty(2 * M + 1)
-    for m in range(0 if odd else -M, M + 1):
-        p, dp = phi(act, m * delta)
-        lat[m + M] = p
-        dlat[m + M] = dp
-    if odd:
-        for m in range(1, M + 1):
-            lat[M - m] = -lat[M + m]
-            dlat[M - m] = dlat[M + m]
-    wd = _d_weights(Kd, hd)
-    r2 = Z2 * Z2
-    D = 0.0
-    Dl = 0.0
-    Dp = 0.0
-    j0 = 0 if odd else -Ks
-    for j in range(j0, Ks + 1):
-        s = j * hs
-        ws = _s_weight(s, hs, odd and j > 0)
-        rs = 0.0
-        rl = 0.0
-        rp = 0.0
-        base = P * j + M
-        for k in range(Kd + 1):
-            d = k * hd
-            if s * s + d * d > r2:
-                break
-            i1 = base + Q * k
-            i2 = base - Q * k
-            p1 = lat[i1]
-            p2 = lat[i2]
-            diff = p1 - p2
-            rs += wd[k] * p1 * p2
-            rl += wd[k] * diff * diff
-            rp += wd[k] * dlat[i1] * dlat[i2]
-        D += ws * rs
-        Dl += ws * 0.5 * rl
-        Dp += ws * rp
-    return Pair(D, Dl, Dp)
+def _row_sums(wd, p1, p2, dp1, dp2, kmax):
+    """sum_k wd_k (p1 p2, (p1 - p2)^2, p1' p2') over k = 0..kmax: one row s_j of the rule."""
+    rs = 0.0
+    rl = 0.0
+    rp = 0.0
+    for k in range(kmax + 1):
+        diff = p1[k] - p2[k]
+        rs += wd[k] * p1[k] * p2[k]
+        rl += wd[k] * diff * diff
+        rp += wd[k] * dp1[k] * dp2[k]
+    return rs, rl, rp
 
 
 @nb.njit(cache=True)
-def _pair_rule(act, q, eps):
-    """The same sum/difference rule evaluating phi at every node pair (no lattice).
+def _sum_difference_rule(act, q, eps, use_lattice):
+    """Sum/difference trapezoid for smooth phi at equal variances (see module docstring).
 
-    Used when the lattice would be finer than the node pairs are many (B small: the
-    capped d step makes delta tiny).  Same trapezoid rule, so both paths agree to rounding.
+    u1,2 = A s +- B d with A = sqrt(q (1 - eps/2)), B = sqrt(q eps/2).  Where the two
+    steps can be made commensurate, A hs = P delta and B hd = Q delta with integers P, Q,
+    every argument A s_j +- B d_k = delta (P j +- Q k) lies on one lattice and phi is
+    evaluated once per lattice point instead of twice per node pair.  Where it cannot (c = -1,
+    or a lattice with more points than there are node pairs: B small makes delta tiny) phi
+    is evaluated at every node pair.  Either way it is the same rule, so the two agree to
+    rounding; shrinking a step only makes the rule finer (uncapped steps already satisfy
+    A hs = B hd = kappa).  ``use_lattice=False`` forces the per-pair evaluation.
     """
     odd = act.odd
     kappa = act.kappa
@@ -287,33 +231,79 @@ def _pair_rule(act, q, eps):
     A = math.sqrt(q) * alpha
     B = math.sqrt(q) * beta
     hs = step(kappa, q * alpha * alpha)
-    Ks = int(Z2 / hs)
     hd = step(kappa, q * beta * beta)
+    xs = A * hs
+    xd = B * hd
+    lattice = use_lattice and xs != 0.0 and xd != 0.0
+    P = 0
+    Q = 0
+    delta = 0.0
+    if lattice:
+        hs_l = hs
+        hd_l = hd
+        if xs >= xd:
+            delta = xd
+            P = max(1, int(xs / delta * (1.0 + 1e-12)))
+            Q = 1
+            hs_l = P * delta / A
+        else:
+            delta = xs
+            P = 1
+            Q = max(1, int(xd / delta * (1.0 + 1e-12)))
+            hd_l = Q * delta / B
+        Ks_l = int(Z2 / hs_l)
+        Kd_l = int(Z2 / hd_l)
+        lattice = P * Ks_l + Q * Kd_l + 1 <= 2 * (Ks_l + 1) * (Kd_l + 1)
+        if lattice:
+            hs = hs_l
+            hd = hd_l
+    Ks = int(Z2 / hs)
     Kd = int(Z2 / hd)
-    dd = np.arange(Kd + 1) * hd
+    M = P * Ks + Q * Kd if lattice else 0
+    # phi and phi' on the lattice m delta, m = -M..M (odd phi: m >= 0 and symmetry).
+    lat = np.empty(2 * M + 1)
+    dlat = np.empty(2 * M + 1)
+    if lattice:
+        for m in range(0 if odd else -M, M + 1):
+            p, dp = phi(act, m * delta)
+            lat[m + M] = p
+            dlat[m + M] = dp
+        if odd:
+            for m in range(1, M + 1):
+                lat[M - m] = -lat[M + m]
+                dlat[M - m] = dlat[M + m]
     wd = _d_weights(Kd, hd)
     r2 = Z2 * Z2
     D = 0.0
     Dl = 0.0
     Dp = 0.0
     j0 = 0 if odd else -Ks
+    p1 = np.empty(Kd + 1)
+    p2 = np.empty(Kd + 1)
+    dp1 = np.empty(Kd + 1)
+    dp2 = np.empty(Kd + 1)
     for j in range(j0, Ks + 1):
         s = j * hs
         ws = _s_weight(s, hs, odd and j > 0)
-        As = A * s
-        rs = 0.0
-        rl = 0.0
-        rp = 0.0
-        for k in range(dd.shape[0]):
-            d = dd[k]
+        kmax = -1  # the last d_k inside the disc s^2 + d^2 <= Z2^2
+        while kmax < Kd:
+            d = (kmax + 1) * hd
             if s * s + d * d > r2:
                 break
-            p1, dp1 = phi(act, As + B * d)
-            p2, dp2 = phi(act, As - B * d)
-            diff = p1 - p2
-            rs += wd[k] * p1 * p2
-            rl += wd[k] * diff * diff
-            rp += wd[k] * dp1 * dp2
+            kmax += 1
+        if lattice:
+            base = P * j + M
+            # u1 = delta (P j + Q k) and u2 = delta (P j - Q k): strided views of the lattice
+            up = slice(base, base + Q * kmax + 1, Q)
+            down = slice(base - Q * kmax, base + 1, Q)
+            rs, rl, rp = _row_sums(wd, lat[up], lat[down][::-1], dlat[up], dlat[down][::-1], kmax)
+        else:
+            As = A * s
+            for k in range(kmax + 1):
+                d = k * hd
+                p1[k], dp1[k] = phi(act, As + B * d)
+                p2[k], dp2[k] = phi(act, As - B * d)
+            rs, rl, rp = _row_sums(wd, p1, p2, dp1, dp2, kmax)
         D += ws * rs
         Dl += ws * 0.5 * rl
         Dp += ws * rp
@@ -334,7 +324,7 @@ def moments2(act, q, eps):
     if act.kinks.shape[0] == 0:
         if soft_kink(act, q):
             return graded_rule(act, SOFT_KINK, True, q, q, eps)
-        return _lattice_rule(act, q, eps)
+        return _sum_difference_rule(act, q, eps, True)
     return kinked_rule(act, q, q, eps)
 
 
