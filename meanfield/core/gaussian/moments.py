@@ -42,7 +42,7 @@ from ..functions import CF_NONE, kink_at_zero, phi
 from . import closed
 from .kinked import SOFT_KINK, Pair, graded_breakpoints, graded_rule, kinked_rule, soft_kink
 from .quadrature import (PANEL_MAX, PANELS_PER_STEP, SQ_LIMIT, Z1, Z2, breakpoints,
-                         hermite_sums, panel_count, panel_nodes, pdf, step)
+                         gaussian_panels, hermite_sums, pdf, step)
 
 Moments1 = namedtuple("Moments1", ["phi", "phi2", "phi2z", "dphi2", "dphi", "phi2h4", "dphi2z"])
 
@@ -69,13 +69,11 @@ def _acc1(act, sq, z, w, acc):
 def _graded_sums(act, sq, pts, acc, want_herm, herm):
     """Accumulate the 1-D moments (and, if wanted, the Hermite sums) on Gauss-Legendre
     panels between ``pts``, no wider than PANEL_MAX."""
-    nmax = panel_count(pts, PANEL_MAX)
-    nodes = np.empty(nmax)
-    weights = np.empty(nmax)
-    nn = panel_nodes(pts, PANEL_MAX, nodes, weights)
+    nodes, weights = gaussian_panels(pts, PANEL_MAX)
+    nn = nodes.shape[0]
     wps = np.empty(nn if want_herm else 0)
     for k in range(nn):
-        wp = _acc1(act, sq, nodes[k], weights[k] * pdf(nodes[k]), acc)
+        wp = _acc1(act, sq, nodes[k], weights[k], acc)
         if want_herm:
             wps[k] = wp
     if want_herm:
@@ -157,15 +155,13 @@ def moments1(act, q, herm, fold):
     else:
         width = min(PANEL_MAX, PANELS_PER_STEP * h)
         pts = breakpoints(kinks, sq, 0.0, -zmax, zmax)
-        nmax = panel_count(pts, width)
-        nodes = np.empty(nmax)
-        weights = np.empty(nmax)
-        nn = panel_nodes(pts, width, nodes, weights)
-        zs = np.empty(nmax if want_herm else 0)
-        wps = np.empty(nmax if want_herm else 0)
+        nodes, weights = gaussian_panels(pts, width)
+        nn = nodes.shape[0]
+        zs = np.empty(nn if want_herm else 0)
+        wps = np.empty(nn if want_herm else 0)
         for k in range(nn):
             z = nodes[k]
-            wp = _acc1(act, sq, z, weights[k] * pdf(z), acc)
+            wp = _acc1(act, sq, z, weights[k], acc)
             if want_herm:
                 zs[k] = z
                 wps[k] = wp

@@ -105,6 +105,18 @@ def panel_nodes(pts, width, z, w):
 
 
 @nb.njit(cache=True)
+def gaussian_panels(pts, width):
+    """Nodes z_k and weights w_k pdf(z_k) of :func:`panel_nodes` on the breakpoints ``pts``,
+    so that sum_k w_k f(z_k) approximates the integral of f(z) pdf(z) over [pts[0], pts[-1]]."""
+    z = np.empty(panel_count(pts, width))
+    w = np.empty(z.shape[0])
+    n = panel_nodes(pts, width, z, w)
+    for k in range(n):
+        w[k] *= pdf(z[k])
+    return z[:n], w[:n]
+
+
+@nb.njit(cache=True)
 def hermite_sums(zs, wps, nn, herm):
     """herm[n] = sum_k wps[k] He_n(zs[k]) / sqrt(n!) for n < len(herm), over nn nodes.
 
