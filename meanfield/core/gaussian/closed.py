@@ -38,7 +38,7 @@ import numba as nb
 import numpy as np
 
 from ..functions import CF_ERF, CF_GELU, CF_LINEAR, CF_RELU, CF_SIN, phi
-from .elementary import _PIO2_HI, _PIO2_LO, acos_eps, asin_fast, asin_small, x_minus_atan, x_minus_sin
+from .elementary import _PIO2_HI, _PIO2_LO, acos_eps, asin_fast, asin_small, horner, x_minus_atan, x_minus_sin
 
 _INV_SQRT_2PI = 1.0 / math.sqrt(2.0 * math.pi)
 _PI = math.pi
@@ -48,7 +48,6 @@ _PI = math.pi
 # term is below 1e-17 of the first, so eight terms in Horner form (no division in the
 # kernels' innermost loop, where this runs once per pair and layer).
 _SMTC = tuple((-1.0) ** (k + 1) * 2.0 * k / math.factorial(2 * k + 1) for k in range(1, 9))
-_S1, _S2, _S3, _S4, _S5, _S6, _S7, _S8 = _SMTC
 
 
 @nb.njit(cache=True)
@@ -56,15 +55,7 @@ def sin_minus_theta_cos(theta):
     """sin(t) - t cos(t) without cancellation for small t (series to t^17 below t = 0.5)."""
     if theta < 0.5:
         t2 = theta * theta
-        p = _S8
-        p = p * t2 + _S7
-        p = p * t2 + _S6
-        p = p * t2 + _S5
-        p = p * t2 + _S4
-        p = p * t2 + _S3
-        p = p * t2 + _S2
-        p = p * t2 + _S1
-        return theta * t2 * p
+        return theta * t2 * horner(t2, _SMTC)
     return math.sin(theta) - theta * math.cos(theta)
 
 

@@ -58,35 +58,26 @@ _ASIN_P = (0.16666666666666666, 0.075, 0.04464285714285712, 0.03038194444444724,
            0.0072836847606360545, 0.006664242854780022, 0.004511064894630965,
            0.010332968518153606, -0.011210233762568108, 0.03805874055514752,
            -0.042045073764645675, 0.03570538689886428)
-(_A0, _A1, _A2, _A3, _A4, _A5, _A6, _A7, _A8, _A9, _A10, _A11, _A12, _A13, _A14, _A15, _A16,
- _A17) = _ASIN_P
 _PIO2_HI = 1.5707963267948966
 _PIO2_LO = 6.123233995736766e-17
+
+
+@nb.njit(cache=True, inline="always")
+def horner(x, coeffs):
+    """sum_k coeffs[k] x^k by Horner's rule; ``coeffs`` (lowest order first) is a tuple of
+    constants, so the loop has a fixed trip count that LLVM unrolls: the polynomials stay
+    branch-free in the vectorized kernel loops."""
+    p = coeffs[-1]
+    for k in range(len(coeffs) - 2, -1, -1):
+        p = p * x + coeffs[k]
+    return p
 
 
 @nb.njit(cache=True, inline="always")
 def asin_small(x):
     """asin(x) for |x| <= 1/2 (polynomial, see ``_ASIN_P``)."""
     t = x * x
-    p = _A17
-    p = p * t + _A16
-    p = p * t + _A15
-    p = p * t + _A14
-    p = p * t + _A13
-    p = p * t + _A12
-    p = p * t + _A11
-    p = p * t + _A10
-    p = p * t + _A9
-    p = p * t + _A8
-    p = p * t + _A7
-    p = p * t + _A6
-    p = p * t + _A5
-    p = p * t + _A4
-    p = p * t + _A3
-    p = p * t + _A2
-    p = p * t + _A1
-    p = p * t + _A0
-    return x + x * (t * p)
+    return x + x * (t * horner(t, _ASIN_P))
 
 
 @nb.njit(cache=True, inline="always")
