@@ -28,6 +28,13 @@ and difference s, d (u1 = sqrt(q)(alpha s + beta d), u2 = sqrt(q)(alpha s - beta
 alpha^2 = 1 - eps/2, beta^2 = eps/2), each with its own step, so near c = 1 the d
 direction needs only a few nodes.  Kinked activations use composite Gauss-Legendre split
 at every kink (in 2-D: outer z1 split at the kinks, inner z2 split where u2 crosses one).
+
+Below ``EPS_TAYLOR`` (relative to 1/q) the 2-D rules are not used: there u1 - u2 is below
+the rounding of u1 itself, so phi(u1) - phi(u2) is rounding noise (and the lattice's step
+ratio overflows).  Instead Delta = q eps E[phi'^2] + O(q eps) relative, D = E[phi^2] - Delta
+and Dp = E[phi'^2] + O(q eps) (Taylor expansion of phi(u1) - phi(u2) about the mean);
+for phi' jumping at a kink the first correction is O(sqrt(q eps)), hence the squared
+threshold for kinked activations.
 """
 
 from __future__ import annotations
@@ -175,6 +182,8 @@ def moments1(act, q, herm, fold):
 
 
 # --------------------------------------------------------------------------- two points, equal variance
+EPS_TAYLOR = 1e-16  # below it (times max(q, 1)) moments2 expands about c = 1 (module docstring)
+
 @nb.njit(cache=True)
 def _d_weights(Kd, hd):
     """Trapezoid weights of the difference variable d = k hd, k = 0..Kd: the integrand is
@@ -311,12 +320,14 @@ def moments2(act, q, eps):
     """(D, Delta, Dp) at variance q and correlation c = 1 - eps (see module docstring)."""
     if act.family != CF_NONE:
         return Pair(*closed.equal_variance(act, q, eps))
-    if eps == 0.0 or q == 0.0:
-        m = moments1(act, q, np.empty(0), False)
+    taylor = EPS_TAYLOR if act.kinks.shape[0] == 0 else EPS_TAYLOR * EPS_TAYLOR
+    if eps * max(q, 1.0) < taylor or q == 0.0:
         if q == 0.0:
             p0, dp0 = phi(act, 0.0)
             return Pair(p0 * p0, 0.0, dp0 * dp0)
-        return Pair(m.phi2, 0.0, m.dphi2)
+        m = moments1(act, q, np.empty(0), False)
+        delta = q * eps * m.dphi2
+        return Pair(m.phi2 - delta, delta, m.dphi2)
     if act.kinks.shape[0] == 0:
         if soft_kink(act, q):
             return graded_rule(act, SOFT_KINK, True, q, q, eps)
