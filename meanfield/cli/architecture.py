@@ -49,3 +49,10 @@ def architecture_line(attrs):
         return []
     return [f"conv {attrs['filter_size']}x{attrs['filter_size']}, padding {attrs['padding']}, "
             f"readout {attrs['readout']}"]
+
+
+def table_heading(attrs, what):
+    """The first lines of a per-depth table: activation, variances, ``what`` and the method,
+    then :func:`architecture_line`."""
+    return ([f"{attrs['activation']}  sw2={attrs['sw2']:g} sb2={attrs['sb2']:g}  {what}  "
+             f"[{attrs['method']}]"] + architecture_line(attrs))

@@ -22,7 +22,7 @@ import numpy as np
 
 from ..core.budget import check_memory
 from ..sweeps.output import check_output, write_netcdf
-from .architecture import add_architecture, architecture, architecture_line, check_shape
+from .architecture import add_architecture, architecture, check_shape, table_heading
 from .kernel import _load
 from .options import add_network, busy, fmt, numbers, parse_depths
 
@@ -111,9 +111,7 @@ def scores(pred, yt):
 def format_table(ds, yt=None) -> str:
     a = ds.attrs
     timed = "time" in ds.prediction.dims
-    lines = [f"{a['activation']}  sw2={a['sw2']:g} sb2={a['sb2']:g}  {a['kernel']} predictor  "
-             f"diag_reg={a['diag_reg']:g}  [{a['method']}]"]
-    lines += architecture_line(a)
+    lines = table_heading(a, f"{a['kernel']} predictor  diag_reg={a['diag_reg']:g}")
     head = f"{'depth':>5} {'cond':>12}"
     if timed:
         head += f" {'time':>10}"
