@@ -29,8 +29,7 @@ def graded_only(act):
 # a kink at 0 rounded off within ~1/sqrt(q) (its complex singularities sit at distance
 # ~1/sqrt(q) above z = 0 only), so panels graded away from 0 integrate it in O(log q)
 # nodes, where the trapezoid rule needs O(sqrt(q)) per axis.
-Q_SOFT = 3e3
-SOFT_KINK = np.zeros(1)
+Q_SOFT = 3e3  # callers pass np.zeros(1) as the kink: a mutable array, so the rules compile once
 
 
 @nb.njit(cache=True)

@@ -47,7 +47,7 @@ import numpy as np
 
 from ..functions import CF_NONE, kink_at_zero, phi
 from . import closed
-from .kinked import SOFT_KINK, Pair, graded_breakpoints, graded_rule, kinked_rule, soft_kink
+from .kinked import Pair, graded_breakpoints, graded_rule, kinked_rule, soft_kink
 from .quadrature import (PANEL_MAX, PANELS_PER_STEP, SQ_LIMIT, Z1, Z2, breakpoints,
                          gaussian_panels, hermite_sums, pdf, step)
 
@@ -125,7 +125,7 @@ def moments1(act, q, herm, fold):
     if kinks.shape[0] == 0 and soft_kink(act, q):
         # At large q the trapezoid needs O(sqrt(q)) nodes (hours at q ~ 1e16); phi(sqrt(q) z)
         # is a kink at 0 rounded within ~1/sqrt(q), so panels graded away from 0 need O(log q).
-        pts = graded_breakpoints(SOFT_KINK, sq, 0.0, min(PANEL_MAX, PANELS_PER_STEP * h))
+        pts = graded_breakpoints(np.zeros(1), sq, 0.0, min(PANEL_MAX, PANELS_PER_STEP * h))
         pts[0] = -zmax
         pts[-1] = zmax
         _graded_sums(act, sq, pts, acc, want_herm, herm)
@@ -325,12 +325,13 @@ def moments2(act, q, eps):
         if q == 0.0:
             p0, dp0 = phi(act, 0.0)
             return Pair(p0 * p0, 0.0, dp0 * dp0)
-        m = moments1(act, q, np.empty(0), False)
+        m = moments1(act, q, np.empty(0), True)
         delta = q * eps * m.dphi2
         return Pair(m.phi2 - delta, delta, m.dphi2)
     if act.kinks.shape[0] == 0:
-        if soft_kink(act, q):
-            return graded_rule(act, SOFT_KINK, True, q, q, eps)
+        graded = soft_kink(act, q)
+        if graded:
+            return graded_rule(act, np.zeros(1), graded, q, q, eps)
         return _sum_difference_rule(act, q, eps, True)
     return kinked_rule(act, q, q, eps)
 
@@ -396,7 +397,7 @@ def pair(act, s11, s22, s12, same):
         p0, dp0 = phi(act, 0.0)
         if s11 == 0.0 and s22 == 0.0:
             return p0 * p0, dp0 * dp0
-        m1 = moments1(act, max(s11, s22), np.empty(0), False)
+        m1 = moments1(act, max(s11, s22), np.empty(0), True)
         return p0 * m1.phi, dp0 * m1.dphi
     if act.family != CF_NONE:
         return closed.general(act, s11, s22, s12)
@@ -406,8 +407,9 @@ def pair(act, s11, s22, s12, same):
         m = moments2(act, s11, eps)
         return m.D, m.Dp
     if act.kinks.shape[0] == 0:
-        if soft_kink(act, max(s11, s22)):
-            m = graded_rule(act, SOFT_KINK, True, s11, s22, eps)
+        graded = soft_kink(act, max(s11, s22))
+        if graded:
+            m = graded_rule(act, np.zeros(1), graded, s11, s22, eps)
             return m.D, m.Dp
         return _smooth_general(act, s11, s22, eps)
     m = kinked_rule(act, s11, s22, eps)
