@@ -26,7 +26,8 @@ import numpy as np
 
 from .recursion import Block, Recursion, setup
 
-__all__ = ["POINT_AXIS", "table_recursion", "layer_steps", "first_block", "run_block"]
+__all__ = ["POINT_AXIS", "table_recursion", "layer_steps", "first_block", "cross_block",
+           "run_block"]
 
 # Fields of a LayerStep that hold one entry per input point, and the axis of the points
 # (the other fields are per layer: scalars and coefficient vectors shared by all pairs).
@@ -34,16 +35,21 @@ POINT_AXIS = {"q_points": 0, "q_points_next": 0, "herm_a": 1, "herm_b": 1, "herm
               "herm_fg": 0}
 
 
-def table_recursion(act, sw2, sb2, X) -> Recursion:
-    """The recursion over all n inputs of X without any block: it supplies the layer table.
+def table_recursion(act, sw2, sb2, X, m=None) -> Recursion:
+    """The recursion over all inputs of X without any block: it supplies the layer table.
 
     The Chebyshev interpolant's node cap depends on how many pairs the recursion serves;
-    it is set to that of :func:`meanfield.kernels`' single n x n block so that the
-    interpolants, and with them the values, are the same.
+    it is set to that of :func:`meanfield.kernels`' single block so that the interpolants,
+    and with them the values, are the same: n^2 / 2 for the symmetric n x n block, m n for
+    the cross-kernel of ``kernels(X[:n], ..., X2=X[n:])`` (``m`` = number of X2 rows,
+    stacked after the n rows of X as :func:`meanfield.kernels` stacks them).
     """
     rec = setup(act, sw2, sb2, X, [])
-    n = X.shape[0]
-    rec.n_pairs = n * n // 2
+    if m is None:
+        n = X.shape[0]
+        rec.n_pairs = n * n // 2
+    else:
+        rec.n_pairs = m * (X.shape[0] - m)
     return rec
 
 
@@ -92,6 +98,51 @@ def first_block(act, sw2, sb2, Z, shared, rows, cols):
     sig = b[0].sig if shared else 0.5 * (b[0].sig + b[1].sig.T)
     sig = np.ascontiguousarray(sig[:rows.size, pc:])
     eps = np.ascontiguousarray(b[0].eps[:rows.size, pc:]) if shared else None
+    local_r = np.arange(rows.size)
+    local_c = rows.size + np.arange(cols.size)
+    points = np.concatenate([rows, cols])
+    return Block(local_r, local_c, False, sig, eps), points, rec.qz[points]
+
+
+def _widen(idx, lo, hi):
+    """``idx`` (contiguous, within lo..hi-1) widened so that a product with it is a BLAS
+    gemm as in the whole kernel, and the positions of ``idx`` in the result.
+
+    NumPy hands a product with a single row or column to gemv, whose sums may round
+    differently from gemm: a single index borrows a neighbour inside lo..hi-1.  If the
+    whole range is one index, the whole kernel's product was itself a gemv (or a dot) over
+    the other set, and the caller takes the other set whole (``whole`` = True)."""
+    if idx.size > 1:
+        return idx, slice(0, idx.size), False
+    if hi - lo == 1:
+        return idx, slice(0, 1), True
+    if idx[0] + 1 < hi:
+        return np.append(idx, idx[0] + 1), slice(0, 1), False
+    return np.concatenate([idx - 1, idx]), slice(1, 2), False
+
+
+def cross_block(act, sw2, sb2, Z, shared, n, rows, cols):
+    """Layer 1 of the block Z[rows] x Z[cols] of the cross-kernel exactly as
+    ``meanfield.kernels(Z[:n], ..., X2=Z[n:])`` has it: Sigma^1 = sw2 x2.x/d + sb2 = Theta^1
+    with rows in n..len(Z)-1 (X2) and cols in 0..n-1 (X); no symmetrization (the cross
+    block has none).  Returns ``(block, points, qz)`` as :func:`first_block`.
+
+    The sub-block of a gemm equals the gemm of the sub-blocks (each entry is the same dot
+    product), so a block computes its own products; one-row or one-column blocks borrow a
+    neighbour (:func:`_widen`)."""
+    m = Z.shape[0] - n
+    rows_w, rs, whole_c = _widen(rows, n, n + m)
+    cols_w, cs, whole_r = _widen(cols, 0, n)
+    if whole_r:  # X is one input: the kernel's product was a gemv over all of X2
+        rs = slice(int(rows[0]) - n, int(rows[0]) - n + rows.size)
+        rows_w = np.arange(n, n + m)
+    if whole_c:
+        cs = slice(int(cols[0]), int(cols[0]) + cols.size)
+        cols_w = np.arange(n)
+    rec = setup(act, sw2, sb2, Z, [(rows_w, cols_w, False)])
+    b = rec.blocks[0]
+    sig = np.ascontiguousarray(b.sig[rs, cs])
+    eps = np.ascontiguousarray(b.eps[rs, cs]) if shared else None
     local_r = np.arange(rows.size)
     local_c = rows.size + np.arange(cols.size)
     points = np.concatenate([rows, cols])
