@@ -411,3 +411,36 @@ def test_cli_store_with_test_set(tmp_path, capsys):
     xr.testing.assert_identical(mf.open_kernels(store).load(), cross_reference("tanh", X2_RAW))
     code, out, _ = cli(capsys, *base)
     assert code == 0 and "this run computed 0" in out
+
+
+# --------------------------------------------------------------------------- layer 1 at scale
+def test_gram_blocks_equal_the_whole_product():
+    # BLAS gemm splits a large product among threads by size, and the rows at the end of a
+    # thread's share round differently: its sub-blocks are not the whole product's blocks
+    # (measured: 2760 entries of a 3000 x 3000 product blocked by 700).  The kernels' x.x'
+    # is summed in one order per entry instead.
+    from meanfield.ntk.blocks import gram
+
+    rng = np.random.default_rng(1)
+    A = rng.normal(size=(701, 53))
+    B = rng.normal(size=(517, 53))
+    full = np.empty((701, 517))
+    gram(A, np.ascontiguousarray(B.T), full)
+    np.testing.assert_allclose(full, A @ B.T, rtol=1e-13, atol=1e-12)
+    for r0, r1, c0, c1 in [(0, 1, 0, 517), (61, 183, 7, 8), (300, 701, 200, 517), (5, 9, 3, 250)]:
+        part = np.empty((r1 - r0, c1 - c0))
+        gram(A[r0:r1], np.ascontiguousarray(B[c0:c1].T), part)
+        np.testing.assert_array_equal(part, full[r0:r1, c0:c1])
+    sym = np.empty((701, 701))
+    gram(A, np.ascontiguousarray(A.T), sym)
+    np.testing.assert_array_equal(sym, sym.T)
+
+
+def test_large_cross_store_equals_kernels(tmp_path):
+    # Sizes at which BLAS's thread split made a block of the product differ from the whole.
+    rng = np.random.default_rng(0)
+    X = rng.standard_normal((1500, 50)) * rng.uniform(0.85, 1.15, (1500, 1))
+    X2 = rng.standard_normal((500, 50)) * rng.uniform(0.85, 1.15, (500, 1))
+    ds = mf.kernels_to_store(X, "erf", 2.0, 0.05, 2, tmp_path / "k.zarr", X2=X2, block=256,
+                             workers=1, progress=False)
+    xr.testing.assert_identical(ds.load(), mf.kernels(X, "erf", 2.0, 0.05, 2, X2=X2))

@@ -73,9 +73,10 @@ def first_block(act, sw2, sb2, Z, shared, rows, cols):
     inputs it touches, rows then columns), and the layer-1 variances of those points.
 
     The norms that decide the shared-norm path (and its shared q^1) are those of all of Z,
-    so ``setup`` sees the whole Z.  :func:`meanfield.kernels` symmetrizes the general-path
-    layer 1 as (S + S^T)/2 because BLAS may round x_i.x_j and x_j.x_i differently; an
-    off-diagonal block does the same with the block J x I.
+    so ``setup`` sees the whole Z.  Each x.x' is summed in a fixed order whatever the block
+    (:func:`meanfield.ntk.blocks.gram`), so the block's layer 1 is that of the whole kernel
+    bit for bit; the whole kernel's symmetrization (S + S^T)/2 changes nothing off the
+    diagonal, since x_i.x_j and x_j.x_i are the same sum.
     """
     sym = rows is cols or np.array_equal(rows, cols)
     if sym:
@@ -83,70 +84,25 @@ def first_block(act, sw2, sb2, Z, shared, rows, cols):
         blk = rec.blocks[0]
         local = np.arange(rows.size)
         return Block(local, local, True, blk.sig, blk.eps if shared else None), rows, rec.qz[rows]
-    # NumPy hands a product with a single row or column to BLAS's gemv, whose sums may
-    # round differently from the gemm that computed the whole kernel: a one-row (one-column)
-    # block borrows the next row (previous column), which exist because rows come before
-    # cols, and drops it afterwards.
-    pr, pc = int(rows.size == 1), int(cols.size == 1)
-    rows_w = np.append(rows, rows[-1] + 1) if pr else rows
-    cols_w = np.concatenate([cols[:1] - 1, cols]) if pc else cols
-    pairs = [(rows_w, cols_w, False)]
-    if not shared:
-        pairs.append((cols_w, rows_w, False))
-    rec = setup(act, sw2, sb2, Z, pairs)
-    b = rec.blocks
-    sig = b[0].sig if shared else 0.5 * (b[0].sig + b[1].sig.T)
-    sig = np.ascontiguousarray(sig[:rows.size, pc:])
-    eps = np.ascontiguousarray(b[0].eps[:rows.size, pc:]) if shared else None
-    local_r = np.arange(rows.size)
-    local_c = rows.size + np.arange(cols.size)
-    points = np.concatenate([rows, cols])
-    return Block(local_r, local_c, False, sig, eps), points, rec.qz[points]
+    return _off_diagonal(act, sw2, sb2, Z, shared, rows, cols)
 
 
-def _widen(idx, lo, hi):
-    """``idx`` (contiguous, within lo..hi-1) widened so that a product with it is a BLAS
-    gemm as in the whole kernel, and the positions of ``idx`` in the result.
-
-    NumPy hands a product with a single row or column to gemv, whose sums may round
-    differently from gemm: a single index borrows a neighbour inside lo..hi-1.  If the
-    whole range is one index, the whole kernel's product was itself a gemv (or a dot) over
-    the other set, and the caller takes the other set whole (``whole`` = True)."""
-    if idx.size > 1:
-        return idx, slice(0, idx.size), False
-    if hi - lo == 1:
-        return idx, slice(0, 1), True
-    if idx[0] + 1 < hi:
-        return np.append(idx, idx[0] + 1), slice(0, 1), False
-    return np.concatenate([idx - 1, idx]), slice(1, 2), False
-
-
-def cross_block(act, sw2, sb2, Z, shared, n, rows, cols):
+def cross_block(act, sw2, sb2, Z, shared, rows, cols):
     """Layer 1 of the block Z[rows] x Z[cols] of the cross-kernel exactly as
     ``meanfield.kernels(Z[:n], ..., X2=Z[n:])`` has it: Sigma^1 = sw2 x2.x/d + sb2 = Theta^1
-    with rows in n..len(Z)-1 (X2) and cols in 0..n-1 (X); no symmetrization (the cross
-    block has none).  Returns ``(block, points, qz)`` as :func:`first_block`.
+    with rows among the X2 inputs (n..len(Z) - 1) and cols among those of X (0..n - 1).
+    Returns ``(block, points, qz)`` as :func:`first_block`."""
+    return _off_diagonal(act, sw2, sb2, Z, shared, rows, cols)
 
-    The sub-block of a gemm equals the gemm of the sub-blocks (each entry is the same dot
-    product), so a block computes its own products; one-row or one-column blocks borrow a
-    neighbour (:func:`_widen`)."""
-    m = Z.shape[0] - n
-    rows_w, rs, whole_c = _widen(rows, n, n + m)
-    cols_w, cs, whole_r = _widen(cols, 0, n)
-    if whole_r:  # X is one input: the kernel's product was a gemv over all of X2
-        rs = slice(int(rows[0]) - n, int(rows[0]) - n + rows.size)
-        rows_w = np.arange(n, n + m)
-    if whole_c:
-        cs = slice(int(cols[0]), int(cols[0]) + cols.size)
-        cols_w = np.arange(n)
-    rec = setup(act, sw2, sb2, Z, [(rows_w, cols_w, False)])
+
+def _off_diagonal(act, sw2, sb2, Z, shared, rows, cols):
+    rec = setup(act, sw2, sb2, Z, [(rows, cols, False)])
     b = rec.blocks[0]
-    sig = np.ascontiguousarray(b.sig[rs, cs])
-    eps = np.ascontiguousarray(b.eps[rs, cs]) if shared else None
     local_r = np.arange(rows.size)
     local_c = rows.size + np.arange(cols.size)
     points = np.concatenate([rows, cols])
-    return Block(local_r, local_c, False, sig, eps), points, rec.qz[points]
+    return (Block(local_r, local_c, False, b.sig, b.eps if shared else None), points,
+            rec.qz[points])
 
 
 def run_block(act, sw2, sb2, qz, shared, blk: Block, step_at, keep, emit) -> int:

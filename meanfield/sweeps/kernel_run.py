@@ -90,7 +90,7 @@ def _run_block(task, X, setting):
     if setting["cross"]:
         # rows of X2, which sit after the n rows of X in the stacked inputs X
         rows, cols = np.arange(n + r0, n + r1), np.arange(c0, c1)
-        blk, _, qz = cross_block(act, sw2, sb2, X, shared, n, rows, cols)
+        blk, _, qz = cross_block(act, sw2, sb2, X, shared, rows, cols)
         ranges = [slice(n + r0, n + r1), slice(c0, c1)]
     else:
         rows = np.arange(r0, r1)
