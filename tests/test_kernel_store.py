@@ -283,3 +283,164 @@ def test_cli_store_errors(tmp_path, capsys, extra, match):
                        "--data", tmp_path / "X.npy", *extra)
     assert code == 2 and match in err
     assert not (tmp_path / "k.zarr").exists()
+
+
+# --------------------------------------------------------------------------- a second set X2
+X2_RAW = raw_inputs(n=23, seed=7)
+
+
+def cross_reference(act, X2, X=X_RAW, depths=None):
+    return mf.kernels(X, act, *POINT[act], L, X2=X2, depths=depths)
+
+
+@pytest.mark.parametrize("act", ["erf", "relu", "tanh"])
+@settings(max_examples=4, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(block=st.integers(4, N + 3),
+       depths=st.one_of(st.none(), st.sets(st.integers(1, L), min_size=1, max_size=3)))
+def test_x2_equals_kernels_bit_for_bit(act, block, depths):
+    # The cross-kernel (depth, m, n), i over X2 and j over X: every block, none mirrored.
+    depths = None if depths is None else sorted(depths)
+    with tempfile.TemporaryDirectory() as tmp:
+        ds = store_run(X_RAW, act, Path(tmp) / "k.zarr", X2=X2_RAW, block=block, depths=depths)
+        ref = cross_reference(act, X2_RAW, depths=depths)
+        assert ds.nngp.shape == (ref.sizes["depth"], 23, N)
+        xr.testing.assert_identical(ds.load(), ref)
+        st_ = mf.kernel_store_status(Path(tmp) / "k.zarr")
+        b = min(block, N)
+        assert st_.cross and st_.m == 23 and st_.n_blocks == -(-23 // b) * -(-N // b)
+
+
+@pytest.mark.parametrize("m, n, block", [(1, N, 8), (9, 1, 4), (1, 1, 3), (9, N, 4),
+                                         (N, 9, 4), (5, 6, 1)])
+def test_x2_one_row_and_one_column_blocks(tmp_path, m, n, block):
+    # Single-row/column blocks (and sets of one input, whose whole product is a gemv):
+    # layer 1 must round as in the whole cross-kernel.
+    X, X2 = X_RAW[:n], X2_RAW[:m] if m <= 23 else raw_inputs(n=m, seed=8)
+    ds = store_run(X, "tanh", tmp_path / "k.zarr", X2=X2, block=block)
+    xr.testing.assert_identical(ds.load(), cross_reference("tanh", X2, X=X))
+
+
+@pytest.mark.parametrize("act", ["erf", "tanh"])
+def test_x2_shared_norm_equals_kernels(tmp_path, act):
+    # X and X2 on one sphere: the shared-norm paths (tanh: the Chebyshev interpolant, whose
+    # node cap is set by the m n pairs of the cross block).
+    X = raw_inputs(seed=3)
+    X = X / np.linalg.norm(X, axis=1, keepdims=True) * np.sqrt(D)
+    X2 = raw_inputs(n=11, seed=4)
+    X2 = X2 / np.linalg.norm(X2, axis=1, keepdims=True) * np.sqrt(D)
+    ref = cross_reference(act, X2, X=X)
+    assert ref.attrs["shared_norm"] == 1
+    xr.testing.assert_identical(store_run(X, act, tmp_path / "k.zarr", X2=X2, block=6).load(),
+                                ref)
+
+
+def test_x2_hermite_fallback_and_cluster(tmp_path):
+    from dask.distributed import Client, LocalCluster
+
+    rng = np.random.default_rng(5)
+    base = rng.normal(size=(1, D))
+    Z = np.vstack([base * (1.0 + 0.3 * k / N) + 1e-3 * rng.normal(size=(1, D))
+                   for k in range(N)]) * 2.0
+    X, X2 = Z[::2], Z[1::2]
+    ref = mf.kernels(X, "tanh", 3.0, 0.5, 4, X2=X2)
+    assert ref.attrs["pairs_exact_fallback"] > 0
+    with LocalCluster(n_workers=2, processes=False, threads_per_worker=1,
+                      dashboard_address=":0") as cluster, Client(cluster) as client:
+        ds = mf.kernels_to_store(X, "tanh", 3.0, 0.5, 4, tmp_path / "k.zarr", X2=X2, block=5,
+                                 client=client, progress=False)
+    xr.testing.assert_identical(ds.load(), ref)
+
+
+def test_x2_resume_and_fingerprint(tmp_path):
+    store = tmp_path / "k.zarr"
+    store_run(X_RAW, "erf", store, X2=X2_RAW, block=10)  # 3 x 4 blocks, all computed
+    st_ = mf.kernel_store_status(store)
+    assert st_.n_blocks == 12 and st_.complete
+    root = zarr.open_group(str(store), mode="r+", use_consolidated=False)
+    done = root["_kernels/done"]
+    # A lower block (I > J) is a task of its own here: unflag it and wipe it; flag-kept
+    # block (0, 3) gets a sentinel that a resume must not touch.
+    done[2, 0] = False
+    root["nngp"][:, 20:23, 0:10] = np.nan
+    root["ntk"][:, 0:10, 30:37] = -7.0
+    ds = store_run(X_RAW, "erf", store, X2=X2_RAW)
+    st_ = mf.kernel_store_status(store)
+    assert st_.runs[-1]["blocks_computed"] == 1 and st_.runs[-1]["blocks_done_before"] == 11
+    ref = cross_reference("erf", X2_RAW)
+    np.testing.assert_array_equal(ds.nngp.values, ref.nngp.values)
+    assert np.all(ds.ntk.values[:, 0:10, 30:37] == -7.0)
+    # X2 is part of what the store holds: another X2, or none, is refused
+    with pytest.raises(ValueError, match="differs in inputs2_blake2b"):
+        store_run(X_RAW, "erf", store, X2=X2_RAW + 1e-12)
+    with pytest.raises(ValueError, match="differs in .*m"):
+        store_run(X_RAW, "erf", store, X2=X2_RAW[:5])
+    with pytest.raises(ValueError, match="differs in"):
+        store_run(X_RAW, "erf", store)
+    ds = store_run(X_RAW, "erf", store, overwrite=True)  # the square kernel replaces it
+    xr.testing.assert_identical(ds.load(), reference("erf"))
+    assert not mf.kernel_store_status(store).cross
+
+
+@pytest.mark.parametrize("X2, match", [
+    (np.zeros((3, D + 1)), "X2 has 7 features but X has 6"),
+    (np.full((3, D), np.inf), "X2 contains NaN"),
+    (np.zeros(D), "X2 must be two-dimensional"),
+])
+def test_x2_bad_inputs_write_nothing(tmp_path, X2, match):
+    with pytest.raises(ValueError, match=match):
+        store_run(X_RAW, "erf", tmp_path / "k.zarr", X2=X2)
+    assert not (tmp_path / "k.zarr").exists()
+
+
+def test_x2_memory_refusal_points_to_the_store(monkeypatch):
+    monkeypatch.setattr(budget, "available_memory", lambda: 1000)
+    with pytest.raises(budget.BudgetError, match=r"store='k.zarr', X2=X2\).*--test X2.npy"):
+        mf.kernels(X_RAW, "erf", 2.0, 0.05, L, X2=X2_RAW)
+
+
+def test_cli_store_with_test_set(tmp_path, capsys):
+    np.save(tmp_path / "X.npy", X_RAW)
+    np.save(tmp_path / "XT.npy", X2_RAW)
+    store = tmp_path / "k.zarr"
+    base = ["kernel", "tanh", "--sw2", "1.5", "--sb2", "0.05", "--depth", L,
+            "--data", tmp_path / "X.npy", "--test", tmp_path / "XT.npy", "--store", store,
+            "--workers", "1", "--block", "16"]
+    code, out, err = cli(capsys, *base)
+    assert code == 0 and "6/6 blocks of 16 x 16 done" in out, err
+    assert "over 23 x 37 inputs" in out
+    xr.testing.assert_identical(mf.open_kernels(store).load(), cross_reference("tanh", X2_RAW))
+    code, out, _ = cli(capsys, *base)
+    assert code == 0 and "this run computed 0" in out
+
+
+# --------------------------------------------------------------------------- layer 1 at scale
+def test_gram_blocks_equal_the_whole_product():
+    # BLAS gemm splits a large product among threads by size, and the rows at the end of a
+    # thread's share round differently: its sub-blocks are not the whole product's blocks
+    # (measured: 2760 entries of a 3000 x 3000 product blocked by 700).  The kernels' x.x'
+    # is summed in one order per entry instead.
+    from meanfield.ntk.blocks import gram
+
+    rng = np.random.default_rng(1)
+    A = rng.normal(size=(701, 53))
+    B = rng.normal(size=(517, 53))
+    full = np.empty((701, 517))
+    gram(A, np.ascontiguousarray(B.T), full)
+    np.testing.assert_allclose(full, A @ B.T, rtol=1e-13, atol=1e-12)
+    for r0, r1, c0, c1 in [(0, 1, 0, 517), (61, 183, 7, 8), (300, 701, 200, 517), (5, 9, 3, 250)]:
+        part = np.empty((r1 - r0, c1 - c0))
+        gram(A[r0:r1], np.ascontiguousarray(B[c0:c1].T), part)
+        np.testing.assert_array_equal(part, full[r0:r1, c0:c1])
+    sym = np.empty((701, 701))
+    gram(A, np.ascontiguousarray(A.T), sym)
+    np.testing.assert_array_equal(sym, sym.T)
+
+
+def test_large_cross_store_equals_kernels(tmp_path):
+    # Sizes at which BLAS's thread split made a block of the product differ from the whole.
+    rng = np.random.default_rng(0)
+    X = rng.standard_normal((1500, 50)) * rng.uniform(0.85, 1.15, (1500, 1))
+    X2 = rng.standard_normal((500, 50)) * rng.uniform(0.85, 1.15, (500, 1))
+    ds = mf.kernels_to_store(X, "erf", 2.0, 0.05, 2, tmp_path / "k.zarr", X2=X2, block=256,
+                             workers=1, progress=False)
+    xr.testing.assert_identical(ds.load(), mf.kernels(X, "erf", 2.0, 0.05, 2, X2=X2))

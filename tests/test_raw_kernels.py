@@ -87,6 +87,24 @@ def test_fallback_triggers_near_c_one_and_stays_accurate():
     assert ds.attrs["pairs_exact_fallback"] == 0
 
 
+def test_softplus_unbounded_phase_deep_matches_independent_rule():
+    # The point of issue 14's benchmark, (2, 0.05): softplus is in its unbounded phase
+    # (mf.analyze: q^l grows without bound, c^l -> 1), so past a few layers every pair sits
+    # at c ~ 1 - 1e-4 with q ~ 10-15, where the Mehler series' bound fails (today the exact
+    # 2-D rule runs for those pairs).
+    X = _raw_inputs(4)
+    L = 20
+    ds = kernels(X, "softplus", 2.0, 0.05, L)
+    assert ds.attrs["shared_norm"] == 0
+    S = ds.nngp.values[-1]
+    c = S / np.sqrt(np.outer(np.diag(S), np.diag(S)))
+    # the regime the test is about (whatever method a faster path uses there)
+    assert np.min(c) > 0.999 and np.min(np.diag(S)) > 8.0
+    Sr, Tr = _gl_recursion(X, 2.0, 0.05, L, "softplus")
+    assert _scaled_err(ds.nngp.values, Sr) < 1e-9
+    assert _scaled_err(ds.ntk.values, Tr) < 1e-9
+
+
 @pytest.mark.parametrize("name", ["tanh", "softplus"])
 def test_raw_kernels_do_not_depend_on_tiling(name):
     # n = 150 spans three 64-wide tiles; the cross-kernel tiles the same pairs differently

@@ -8,12 +8,13 @@ With ``--conv K`` the network is convolutional (K x K filters, docs/theory.md,
 "Convolutional networks") and the data are images, .npy of shape (n, H, W, C).
 
     meanfield kernel ACT --sw2 SW2 --sb2 SB2 --depth L --data X.npy --store K.zarr
-                     [--block B] [--depths 1,5,10] [--scheduler ADDRESS | --workers N]
-                     [--overwrite] [--no-progress]
+                     [--test XT.npy] [--block B] [--depths 1,5,10]
+                     [--scheduler ADDRESS | --workers N] [--overwrite] [--no-progress]
 
 With ``--store`` the NNGP and NTK kernels themselves go block by block into a zarr store
 (:func:`meanfield.kernels_to_store`; for data sets whose n x n kernels do not fit in
-memory); running the same command again resumes an interrupted run.
+memory); running the same command again resumes an interrupted run.  With ``--test`` the
+store holds the test x data cross-kernel (``meanfield.kernels(X, ..., X2=XT)``).
 
 Prints the per-depth table of :func:`meanfield.ntk_metrics` (without labels:
 lambda_max, lambda_min, condition number of Theta^l on the data) and optionally writes
@@ -45,7 +46,8 @@ def register(subparsers):
     add_network(p)
     p.add_argument("--data", required=True, help="training inputs, .npy of shape (n, d)")
     p.add_argument("--labels", help="training targets, .npy of shape (n,) or (n, k)")
-    p.add_argument("--test", help="test inputs, .npy of shape (m, d) (default: --data)")
+    p.add_argument("--test", help="test inputs, .npy of shape (m, d) (default: --data; with "
+                                   "--store: the store holds the test x data cross-kernel)")
     add_architecture(p)
     add_outputs(p, "write the dataset to this netCDF file",
                 replaces="an existing output (with --store: a kernel store)")
@@ -66,8 +68,7 @@ def register(subparsers):
 
 STORE_ONLY = ("--block", "block"), ("--depths", "depths"), ("--scheduler", "scheduler"), \
     ("--workers", "workers")
-NOT_WITH_STORE = ("--labels", "labels"), ("--test", "test"), ("--conv", "conv"), \
-    ("-o", "output")
+NOT_WITH_STORE = ("--labels", "labels"), ("--conv", "conv"), ("-o", "output")
 
 
 NPY_MAGIC = b"\x93NUMPY"
@@ -169,16 +170,20 @@ def run_kernel_store(args) -> int:
     depths = None if args.depths is None else parse_depths(args.depths)
     X = _load("--data", args.data)
     check_shape("--data", X, None)
+    X2 = None
+    if args.test is not None:
+        X2 = _load("--test", args.test)
+        check_shape("--test", X2, None)
     with dask_client(args.scheduler) as client:
         try:
             ds = kernels_to_store(X, args.activation, args.sw2, args.sb2, args.depth, store,
-                                  block=args.block, depths=depths, client=client,
+                                  X2=X2, block=args.block, depths=depths, client=client,
                                   workers=args.workers, overwrite=args.overwrite,
                                   progress=show_progress(args.progress))
         except ValueError as exc:
             text = str(exc)
             for word, flag in (("block", "--block"), ("depths", "--depths"),
-                               ("workers", "--workers")):
+                               ("workers", "--workers"), ("X2", "--test")):
                 if text.startswith(word + " "):
                     raise ValueError(f"{flag}: {text}") from None
             raise ValueError(text.replace("overwrite=True (CLI: --overwrite)", "--overwrite")) \

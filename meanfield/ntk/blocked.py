@@ -26,7 +26,8 @@ import numpy as np
 
 from .recursion import Block, Recursion, setup
 
-__all__ = ["POINT_AXIS", "table_recursion", "layer_steps", "first_block", "run_block"]
+__all__ = ["POINT_AXIS", "table_recursion", "layer_steps", "first_block", "cross_block",
+           "run_block"]
 
 # Fields of a LayerStep that hold one entry per input point, and the axis of the points
 # (the other fields are per layer: scalars and coefficient vectors shared by all pairs).
@@ -34,16 +35,21 @@ POINT_AXIS = {"q_points": 0, "q_points_next": 0, "herm_a": 1, "herm_b": 1, "herm
               "herm_fg": 0}
 
 
-def table_recursion(act, sw2, sb2, X) -> Recursion:
-    """The recursion over all n inputs of X without any block: it supplies the layer table.
+def table_recursion(act, sw2, sb2, X, m=None) -> Recursion:
+    """The recursion over all inputs of X without any block: it supplies the layer table.
 
     The Chebyshev interpolant's node cap depends on how many pairs the recursion serves;
-    it is set to that of :func:`meanfield.kernels`' single n x n block so that the
-    interpolants, and with them the values, are the same.
+    it is set to that of :func:`meanfield.kernels`' single block so that the interpolants,
+    and with them the values, are the same: n^2 / 2 for the symmetric n x n block, m n for
+    the cross-kernel of ``kernels(X[:n], ..., X2=X[n:])`` (``m`` = number of X2 rows,
+    stacked after the n rows of X as :func:`meanfield.kernels` stacks them).
     """
     rec = setup(act, sw2, sb2, X, [])
-    n = X.shape[0]
-    rec.n_pairs = n * n // 2
+    if m is None:
+        n = X.shape[0]
+        rec.n_pairs = n * n // 2
+    else:
+        rec.n_pairs = m * (X.shape[0] - m)
     return rec
 
 
@@ -67,9 +73,10 @@ def first_block(act, sw2, sb2, Z, shared, rows, cols):
     inputs it touches, rows then columns), and the layer-1 variances of those points.
 
     The norms that decide the shared-norm path (and its shared q^1) are those of all of Z,
-    so ``setup`` sees the whole Z.  :func:`meanfield.kernels` symmetrizes the general-path
-    layer 1 as (S + S^T)/2 because BLAS may round x_i.x_j and x_j.x_i differently; an
-    off-diagonal block does the same with the block J x I.
+    so ``setup`` sees the whole Z.  Each x.x' is summed in a fixed order whatever the block
+    (:func:`meanfield.ntk.blocks.gram`), so the block's layer 1 is that of the whole kernel
+    bit for bit; the whole kernel's symmetrization (S + S^T)/2 changes nothing off the
+    diagonal, since x_i.x_j and x_j.x_i are the same sum.
     """
     sym = rows is cols or np.array_equal(rows, cols)
     if sym:
@@ -77,25 +84,25 @@ def first_block(act, sw2, sb2, Z, shared, rows, cols):
         blk = rec.blocks[0]
         local = np.arange(rows.size)
         return Block(local, local, True, blk.sig, blk.eps if shared else None), rows, rec.qz[rows]
-    # NumPy hands a product with a single row or column to BLAS's gemv, whose sums may
-    # round differently from the gemm that computed the whole kernel: a one-row (one-column)
-    # block borrows the next row (previous column), which exist because rows come before
-    # cols, and drops it afterwards.
-    pr, pc = int(rows.size == 1), int(cols.size == 1)
-    rows_w = np.append(rows, rows[-1] + 1) if pr else rows
-    cols_w = np.concatenate([cols[:1] - 1, cols]) if pc else cols
-    pairs = [(rows_w, cols_w, False)]
-    if not shared:
-        pairs.append((cols_w, rows_w, False))
-    rec = setup(act, sw2, sb2, Z, pairs)
-    b = rec.blocks
-    sig = b[0].sig if shared else 0.5 * (b[0].sig + b[1].sig.T)
-    sig = np.ascontiguousarray(sig[:rows.size, pc:])
-    eps = np.ascontiguousarray(b[0].eps[:rows.size, pc:]) if shared else None
+    return _off_diagonal(act, sw2, sb2, Z, shared, rows, cols)
+
+
+def cross_block(act, sw2, sb2, Z, shared, rows, cols):
+    """Layer 1 of the block Z[rows] x Z[cols] of the cross-kernel exactly as
+    ``meanfield.kernels(Z[:n], ..., X2=Z[n:])`` has it: Sigma^1 = sw2 x2.x/d + sb2 = Theta^1
+    with rows among the X2 inputs (n..len(Z) - 1) and cols among those of X (0..n - 1).
+    Returns ``(block, points, qz)`` as :func:`first_block`."""
+    return _off_diagonal(act, sw2, sb2, Z, shared, rows, cols)
+
+
+def _off_diagonal(act, sw2, sb2, Z, shared, rows, cols):
+    rec = setup(act, sw2, sb2, Z, [(rows, cols, False)])
+    b = rec.blocks[0]
     local_r = np.arange(rows.size)
     local_c = rows.size + np.arange(cols.size)
     points = np.concatenate([rows, cols])
-    return Block(local_r, local_c, False, sig, eps), points, rec.qz[points]
+    return (Block(local_r, local_c, False, b.sig, b.eps if shared else None), points,
+            rec.qz[points])
 
 
 def run_block(act, sw2, sb2, qz, shared, blk: Block, step_at, keep, emit) -> int:

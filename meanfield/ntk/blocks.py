@@ -479,6 +479,29 @@ def advance(act, sw2, sb2, plan, state, S, T, sym):
 
 
 @nb.njit(cache=True, parallel=True)
+def gram(A, Bt, out):
+    """out[i, j] = sum_k A[i, k] Bt[k, j], every entry summed in the order k = 0 .. d - 1.
+
+    The value of an entry depends on its two inputs alone, not on the shapes of A and Bt:
+    any block of the kernel is bit for bit the same block of the whole product.  BLAS gemm
+    does not promise that: it splits its output among threads by size, and the rows at the
+    end of a thread's share go through edge kernels that round differently (measured: a
+    1024-by-700 sub-block of a 3000 x 3000 product differed in 2760 entries).  The loop over
+    j vectorizes (no fastmath: each lane rounds as the scalar remainder does, no FMA)."""
+    d = A.shape[1]
+    nc = Bt.shape[1]
+    for i in prange(A.shape[0]):
+        row = out[i]
+        for j in range(nc):
+            row[j] = 0.0
+        for k in range(d):
+            a = A[i, k]
+            bk = Bt[k]
+            for j in range(nc):
+                row[j] += a * bk[j]
+
+
+@nb.njit(cache=True, parallel=True)
 def refine_eps(A, B, eps, scale, below):
     """Recompute eps_ij = scale |A_i - B_j|^2 / 2 by direct differences where eps_ij < below.
 

@@ -138,11 +138,11 @@ def kernels(X, activation, sw2, sb2, depth, X2=None, architecture=None,
     try:
         check_memory(8.0 * (2 * kept + 6) * m * n, f"kernels of {m} x {n} inputs at {kept} depths")
     except BudgetError as exc:
-        if X2 is not None:
-            raise
-        raise BudgetError(f"{exc}; meanfield.kernels_to_store(X, ..., store='k.zarr') computes "
-                          f"them block by block into a zarr store on disk (CLI: meanfield "
-                          f"kernel ... --store k.zarr)") from None
+        x2 = "" if X2 is None else ", X2=X2"
+        cli = "" if X2 is None else " --test X2.npy"
+        raise BudgetError(f"{exc}; meanfield.kernels_to_store(X, ..., store='k.zarr'{x2}) "
+                          f"computes them block by block into a zarr store on disk (CLI: "
+                          f"meanfield kernel ... --store k.zarr{cli})") from None
     rec = setup(act, sw2, sb2, Z, blocks)
     if keep is None:
         S = np.empty((L, m, n))

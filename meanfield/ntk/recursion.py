@@ -376,12 +376,16 @@ def setup(act, sw2, sb2, Z, blocks) -> Recursion:
     out = []
     for rows, cols, sym in blocks:
         A, B = Z[rows], Z[cols]
-        sig1 = sw2 * (A @ B.T) / d + sb2
+        # x.x' in a fixed order per entry (not BLAS): a block of the kernel computed on its
+        # own (meanfield.kernels_to_store) then equals the whole kernel's bit for bit.
+        G = np.empty((A.shape[0], B.shape[0]))
+        K.gram(A, np.ascontiguousarray(B.T), G)
+        sig1 = sw2 * G / d + sb2
         eps1 = None
         if shared:
             # For equal norms 1 - c^1 = sw2 |x - x'|^2 / (2 d q^1): no cancellation.
             scale = sw2 / (d * qz[0])
-            eps1 = scale * (0.5 * (sq[rows][:, None] + sq[cols][None, :]) * d - A @ B.T)
+            eps1 = scale * (0.5 * (sq[rows][:, None] + sq[cols][None, :]) * d - G)
             # Where 1 - c < 1e-2 the Gram form above has lost up to 2 of its digits to
             # cancellation: those pairs are recomputed from x - x' directly.
             K.refine_eps(A, B, eps1, scale, 1e-2)
@@ -391,6 +395,6 @@ def setup(act, sw2, sb2, Z, blocks) -> Recursion:
                 np.fill_diagonal(sig1, qz[0])
         if sym and not shared:
             np.fill_diagonal(sig1, qz[rows])
-            sig1 = 0.5 * (sig1 + sig1.T)  # BLAS may round x_i.x_j and x_j.x_i differently
+            sig1 = 0.5 * (sig1 + sig1.T)  # exact already (gram sums x_i.x_j as x_j.x_i)
         out.append(Block(rows, cols, sym, np.ascontiguousarray(sig1), eps1))
     return Recursion(act, sw2, sb2, qz, shared, out)

@@ -6,6 +6,11 @@ recursion of :func:`meanfield.kernels` on its rows and columns
 (:mod:`meanfield.ntk.blocked`) and writing every kept depth straight into the store
 (:mod:`meanfield.sweeps.kernel_store`), block (J, I) as the transpose.  A worker holds a
 few B x B arrays, whatever n and the number of depths kept.
+
+With a second set X2 (m inputs) the store holds the cross-kernel of
+``meanfield.kernels(X, ..., X2=X2)``, (depth, m, n) with i indexing X2 and j indexing X:
+every block I x J of it is a task (no symmetry to use), and the layer table is that of
+the stacked inputs [X; X2], as :func:`meanfield.kernels` stacks them.
 """
 
 from __future__ import annotations
@@ -22,7 +27,7 @@ from .._version import __version__
 from ..core import validate as V
 from ..core.activation import activation_attrs, get_activation
 from ..core.budget import check_disk, check_memory
-from ..ntk.blocked import first_block, layer_steps, run_block, table_recursion
+from ..ntk.blocked import cross_block, first_block, layer_steps, run_block, table_recursion
 from ..ntk.dataset import global_attrs, kernel_dataset, matrix
 from ..ntk.depths import select_depths
 from ..core.vocabulary import attrs
@@ -81,18 +86,27 @@ def _run_block(task, X, setting):
     act = get_activation(setting["activation"], **setting["parameters"])
     sw2, sb2, shared = setting["sw2"], setting["sb2"], setting["shared"]
     (r0, r1), (c0, c1) = task["rows"], task["cols"]
-    rows = np.arange(r0, r1)
-    cols = rows if (r0, c0) == (c0, r0) else np.arange(c0, c1)
-    blk, _, qz = first_block(act, sw2, sb2, X, shared, rows, cols)
+    n = setting["n"]
+    if setting["cross"]:
+        # rows of X2, which sit after the n rows of X in the stacked inputs X
+        rows, cols = np.arange(n + r0, n + r1), np.arange(c0, c1)
+        blk, _, qz = cross_block(act, sw2, sb2, X, shared, rows, cols)
+        ranges = [slice(n + r0, n + r1), slice(c0, c1)]
+    else:
+        rows = np.arange(r0, r1)
+        cols = rows if (r0, c0) == (c0, r0) else np.arange(c0, c1)
+        blk, _, qz = first_block(act, sw2, sb2, X, shared, rows, cols)
+        ranges = [slice(r0, r1)] if cols is rows else [slice(r0, r1), slice(c0, c1)]
+    # an upper off-diagonal block of the square kernel also writes its mirror image
+    transpose = not setting["cross"] and cols is not rows
     root = zarr.open_group(task["store"], mode="r+", use_consolidated=False)
-    ranges = [slice(r0, r1)] if cols is rows else [slice(r0, r1), slice(c0, c1)]
     table = TableReader(root[f"{KS.META}/{KS.TABLE}"], ranges)
     S, T = root["nngp"], root["ntk"]
 
     def emit(k, sig, th):
         S[k, r0:r1, c0:c1] = sig
         T[k, r0:r1, c0:c1] = th
-        if cols is not rows:
+        if transpose:
             S[k, c0:c1, r0:r1] = sig.T
             T[k, c0:c1, r0:r1] = th.T
 
@@ -104,28 +118,28 @@ def _run_block(task, X, setting):
     return task["index"]
 
 
-def _tasks(store, n, block, done):
-    nb = -(-n // block)
+def _tasks(store, m, n, block, done, cross):
+    """The blocks not flagged done: I <= J of the n x n kernel, or every block of m x n."""
     out = []
-    for I in range(nb):
-        for J in range(I, nb):
+    for I in range(-(-m // block)):
+        for J in range(0 if cross else I, -(-n // block)):
             if not done[I, J]:
                 out.append({"store": str(store), "index": (I, J),
-                            "rows": (I * block, min(n, (I + 1) * block)),
+                            "rows": (I * block, min(m, (I + 1) * block)),
                             "cols": (J * block, min(n, (J + 1) * block))})
     return out
 
 
-def _template(keep, n, block):
+def _template(keep, m, n, block, row):
     """The kernel dataset with lazy NaN variables: what the store is created from."""
     import dask.array as da
 
-    lazy = da.full((keep.size, n, n), np.nan, chunks=(1, block, block))
-    return kernel_dataset(lazy, lazy, ("depth", keep, attrs("depth")), "X", {})
+    lazy = da.full((keep.size, m, n), np.nan, chunks=(1, block, block))
+    return kernel_dataset(lazy, lazy, ("depth", keep, attrs("depth")), row, {})
 
 
-def kernels_to_store(X, activation, sw2, sb2, depth, store, *, block=None, depths=None,
-                     client=None, workers=None, resume=True, overwrite=False,
+def kernels_to_store(X, activation, sw2, sb2, depth, store, *, X2=None, block=None,
+                     depths=None, client=None, workers=None, resume=True, overwrite=False,
                      progress=True) -> xr.Dataset:
     """NNGP and NTK kernels of a data set too large for memory, computed block by block
     into a zarr store; resumable and distributable like :func:`meanfield.sweep`.
@@ -140,7 +154,8 @@ def kernels_to_store(X, activation, sw2, sb2, depth, store, *, block=None, depth
     on blocks of the pair space: the per-input table (q_i^l and the per-input expansion
     data of every layer) is computed once from all inputs and stored; each block I x J with
     I <= J is a task that runs the same Numba recursion on its rows and columns and writes
-    the kept depths of (I, J) and, transposed, of (J, I).
+    the kept depths of (I, J) and, transposed, of (J, I).  With ``X2`` the store holds the
+    cross-kernel Sigma^l(X2[i], X[j]) and every block of it is a task.
 
     Parameters
     ----------
@@ -154,6 +169,10 @@ def kernels_to_store(X, activation, sw2, sb2, depth, store, *, block=None, depth
         Number of layers L >= 1.
     store : str or path
         Directory of the zarr (v3) store.  On a cluster every worker must be able to write it.
+    X2 : array_like, shape (m, d), optional
+        Second set (e.g. test inputs): the store then holds the cross-kernel of
+        ``meanfield.kernels(X, ..., X2=X2)``, ``i`` indexing the rows of X2 and ``j`` those
+        of X (m x n per depth, all blocks computed).
     block : int, optional
         Rows (and columns) per block, B.  A task holds about 8 B^2 doubles (64 MiB at
         B = 1024) and the store is chunked (1, B, B).  Default 1024 for a new store, the
@@ -182,7 +201,8 @@ def kernels_to_store(X, activation, sw2, sb2, depth, store, *, block=None, depth
     xarray.Dataset
         :func:`open_kernels` of the store: the variables ``nngp`` and ``ntk`` over
         ``(depth, i, j)``, coordinates and attributes of ``meanfield.kernels(X, activation,
-        sw2, sb2, depth, depths=depths)``, equal to them bit for bit, as lazy dask arrays.
+        sw2, sb2, depth, X2=X2, depths=depths)``, equal to them bit for bit, as lazy dask
+        arrays.
 
     Raises
     ------
@@ -203,6 +223,15 @@ def kernels_to_store(X, activation, sw2, sb2, depth, store, *, block=None, depth
         raise ValueError(f"X must be two-dimensional (samples x features), got shape "
                          f"{np.shape(X)}; kernels_to_store computes fully connected kernels")
     X = matrix("X", X)
+    n = X.shape[0]
+    if X2 is not None:
+        if np.ndim(X2) != 2:
+            raise ValueError(f"X2 must be two-dimensional (samples x features), got shape "
+                             f"{np.shape(X2)}")
+        X2 = matrix("X2", X2)
+        if X2.shape[1] != X.shape[1]:
+            raise ValueError(f"X2 has {X2.shape[1]} features but X has {X.shape[1]}")
+    m = n if X2 is None else X2.shape[0]
     keep = select_depths(depths, L)
     block = _block_arg(block)
     workers = _workers_arg(workers)
@@ -211,8 +240,9 @@ def kernels_to_store(X, activation, sw2, sb2, depth, store, *, block=None, depth
     store = Path(store)
     if store.exists() and not store.is_dir():
         raise ValueError(f"store {str(store)!r} is a file, not a zarr store (a directory)")
-    n = X.shape[0]
-    fp = KS.fingerprint(activation_attrs(act), sw2, sb2, L, keep, X)
+    fp = KS.fingerprint(activation_attrs(act), sw2, sb2, L, keep, X, X2)
+    # the inputs as meanfield.kernels stacks them: X, then X2
+    Z = X if X2 is None else np.vstack([X, X2])
     fd = None
     try:
         if store.exists() and not overwrite:
@@ -225,51 +255,55 @@ def kernels_to_store(X, activation, sw2, sb2, depth, store, *, block=None, depth
                 block = KS.check_existing(store, fp, block)
                 fd = lock(store)
         if fd is None:
-            block = min(block or DEFAULT_BLOCK, n)
-            _check_size(n, keep.size, L, block, workers, store)
+            block = min(block or DEFAULT_BLOCK, max(m, n))
+            _check_size(m, n, X2 is not None, keep.size, L, block, workers, store)
             replace = store.exists()
             if replace and KS.bookkeeping(store) is None and any(store.iterdir()):
                 raise ValueError(f"{str(store)!r} exists and is not a meanfield kernel store; "
                                  f"refusing to overwrite it")
             old = lock(store) if replace else None
             try:
-                rec = table_recursion(act, sw2, sb2, X)
+                rec = table_recursion(act, sw2, sb2, Z, None if X2 is None else m)
 
                 def fill(group):
-                    write_table(group, layer_steps(rec, L), L - 1, n, block)
+                    write_table(group, layer_steps(rec, L), L - 1, Z.shape[0], block)
                     # after the table: the method attributes say what its layers used
                     return global_attrs(act, sw2, sb2, rec, f"NNGP and NTK kernels: {act.name}")
 
-                fd = KS.create(store, _template(keep, n, block), fp, block, fill,
-                               replace=replace)
+                fd = KS.create(store, _template(keep, m, n, block,
+                                                "X" if X2 is None else "X2"),
+                               fp, block, fill, replace=replace)
             finally:
                 if old is not None:
                     os.close(old)
-        _run(store, X, act, sw2, sb2, keep, block, client, workers, progress)
+        _run(store, Z, n, m, X2 is not None, act, sw2, sb2, keep, block, client, workers,
+             progress)
     finally:
         if fd is not None:
             os.close(fd)
     return KS.open_kernels(store)
 
 
-def _check_size(n, kept, L, block, workers, store):
-    """Refuse, before anything is written, a store the disk or blocks the memory cannot hold."""
-    check_memory(8.0 * (BLOCK_ARRAYS * block * block * max(1, workers) + TABLE_DOUBLES * n),
+def _check_size(m, n, cross, kept, L, block, workers, store):
+    """Refuse, before anything is written, a store the disk or blocks the memory cannot hold
+    (m x n kernels; the table has a row per input of X and of X2)."""
+    pts = n + m if cross else n
+    check_memory(8.0 * (BLOCK_ARRAYS * block * block * max(1, workers) + TABLE_DOUBLES * pts),
                  f"block={block} on {max(1, workers)} workers")
-    check_disk(8.0 * (2 * kept * float(n) ** 2 + TABLE_DOUBLES * n * max(L - 1, 0)),
-               store.parent if not store.exists() else store,
-               f"kernels of {n} inputs at {kept} depths")
+    what = f"kernels of {m} x {n} inputs" if cross else f"kernels of {n} inputs"
+    check_disk(8.0 * (2 * kept * float(m) * n + TABLE_DOUBLES * pts * max(L - 1, 0)),
+               store.parent if not store.exists() else store, f"{what} at {kept} depths")
 
 
-def _run(store, X, act, sw2, sb2, keep, block, client, workers, progress):
+def _run(store, Z, n, m, cross, act, sw2, sb2, keep, block, client, workers, progress):
     meta = KS.bookkeeping(store)
     done = meta[KS.DONE][...]
-    n = X.shape[0]
-    tasks = _tasks(store, n, block, done)
+    tasks = _tasks(store, m, n, block, done, cross)
     st = KS.kernel_store_status(store)
     root = zarr.open_group(str(store), mode="r", use_consolidated=False)
     setting = {"activation": act.name, "parameters": dict(act.parameters), "sw2": sw2,
-               "sb2": sb2, "shared": bool(root.attrs["shared_norm"]), "keep": keep}
+               "sb2": sb2, "shared": bool(root.attrs["shared_norm"]), "keep": keep,
+               "n": n, "cross": cross}
     started = time.time()
     entry = {"started": time.strftime("%Y-%m-%dT%H:%M:%S%z", time.localtime(started)),
              "blocks_total": st.n_blocks, "blocks_done_before": st.n_done,
@@ -279,7 +313,7 @@ def _run(store, X, act, sw2, sb2, keep, block, client, workers, progress):
     try:
         entry["blocks_computed"] = run_tasks(_run_block, tasks, client, workers, progress,
                                              st.n_blocks, st.n_done, desc="kernels",
-                                             unit="block", shared={"X": X, "setting": setting})
+                                             unit="block", shared={"X": Z, "setting": setting})
         entry["outcome"] = "complete"
         final = KS.kernel_store_status(store)
         if "pairs_exact_fallback" in root.attrs:

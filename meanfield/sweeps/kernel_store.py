@@ -3,13 +3,18 @@
 Layout::
 
     nngp, ntk        (depth, i, j) float64, chunks (1, B, B), uncompressed (kernel values
-                     hardly compress), NaN where a block is not computed yet
+                     hardly compress), NaN where a block is not computed yet; (depth, n, n),
+                     or (depth, m, n) for the cross-kernel of a second set X2 (m rows, i
+                     indexing X2 and j indexing X, as :func:`meanfield.kernels` with X2)
     depth, i, j      coordinates, as in :func:`meanfield.kernels`
     _kernels/        bookkeeping (xarray ignores subgroups):
         attrs        format, fingerprint (what the values depend on), block, runs
-        done         (nb, nb) bool: block (I, J), I <= J, written (data of (I, J) and (J, I))
-        fallback     (nb, nb) int64: pairs x layers of the block taken by the exact 2-D rule
-        table/       the layer table (:mod:`meanfield.sweeps.kernel_table`)
+        done         (nb, nb) bool: block (I, J), I <= J, written (data of (I, J) and (J, I));
+                     with X2 (mb, nb): every block (I, J) of X2 rows x X columns
+        fallback     the same shape, int64: pairs x layers of the block taken by the exact
+                     2-D rule
+        table/       the layer table (:mod:`meanfield.sweeps.kernel_table`), over the n
+                     inputs of X followed by the m of X2
 
 Resumability rests on the same rule as sweeps (:mod:`meanfield.sweeps.run`): a block's
 flag is set only after all its data are written, so a run killed at any moment leaves at
@@ -43,13 +48,33 @@ TABLE = "table"
 FORMAT = 1  # version of this layout, bumped if it changes
 
 
-def fingerprint(act_attrs: dict, sw2, sb2, depth, keep, X) -> dict:
-    """What the stored values depend on: a store is resumed only if all of it agrees."""
-    digest = hashlib.blake2b(np.ascontiguousarray(X, dtype=np.float64).tobytes(),
-                             digest_size=16).hexdigest()
-    return {**act_attrs, "sw2": float(sw2), "sb2": float(sb2), "depth": int(depth),
-            "depths": [int(d) for d in keep], "n": int(X.shape[0]), "d": int(X.shape[1]),
-            "inputs_blake2b": digest, "meanfield_version": __version__}
+def _digest(X):
+    return hashlib.blake2b(np.ascontiguousarray(X, dtype=np.float64).tobytes(),
+                           digest_size=16).hexdigest()
+
+
+def fingerprint(act_attrs: dict, sw2, sb2, depth, keep, X, X2=None) -> dict:
+    """What the stored values depend on: a store is resumed only if all of it agrees.
+    With a second set X2 its size and digest are part of it (``m``, ``inputs2_blake2b``);
+    without, these keys are absent, so stores of the square kernel keep their fingerprint."""
+    fp = {**act_attrs, "sw2": float(sw2), "sb2": float(sb2), "depth": int(depth),
+          "depths": [int(d) for d in keep], "n": int(X.shape[0]), "d": int(X.shape[1]),
+          "inputs_blake2b": _digest(X), "meanfield_version": __version__}
+    if X2 is not None:
+        fp["m"] = int(X2.shape[0])
+        fp["inputs2_blake2b"] = _digest(X2)
+    return fp
+
+
+def edge(fp: dict) -> int:
+    """The largest side of the kernel: a block is at most this wide."""
+    return max(int(fp["n"]), int(fp.get("m", 0)))
+
+
+def block_mask(done: np.ndarray, cross: bool) -> np.ndarray:
+    """The blocks a store computes: the upper triangle I <= J (square kernel, block (J, I)
+    is the transpose of (I, J)), or all of them (cross-kernel with X2)."""
+    return np.ones(done.shape, dtype=bool) if cross else np.triu(np.ones(done.shape, dtype=bool))
 
 
 def bookkeeping(store: Path):
@@ -67,8 +92,8 @@ def create(store: Path, template: xr.Dataset, fp: dict, block: int, fill_table,
     """
 
     def build(tmp):
-        K, n, _ = template["nngp"].shape
-        b = min(block, n)
+        K, m, n = template["nngp"].shape
+        b = min(block, max(m, n))
         enc = {v: {"chunks": (1, b, b), "compressors": None, "fill_value": np.nan}
                for v in template.data_vars}
         with quiet_consolidation():
@@ -76,13 +101,16 @@ def create(store: Path, template: xr.Dataset, fp: dict, block: int, fill_table,
             template.to_zarr(str(tmp), mode="w-", compute=False, encoding=enc,
                              consolidated=False, zarr_format=3)
         root = zarr.open_group(str(tmp), mode="r+", use_consolidated=False)
-        nb = -(-n // b)
+        shape = (-(-m // b), -(-n // b))
+        cross = "m" in fp
+        layout = ("done[I, J]: block I x J (rows of X2 x rows of X) written" if cross else
+                  "done[I, J], I <= J: blocks I x J and J x I written")
         meta = root.create_group(META, attributes={
             "format": FORMAT, "fingerprint": fp, "block": int(b), "runs": [],
-            "layout": "done[I, J], I <= J: blocks I x J and J x I written; fallback[I, J]: "
-                      "pairs x layers computed by the exact 2-D rule"})
-        meta.create_array(DONE, shape=(nb, nb), chunks=(1, 1), dtype=bool, fill_value=False)
-        meta.create_array(FALLBACK, shape=(nb, nb), chunks=(1, 1), dtype="int64", fill_value=0)
+            "layout": f"{layout}; fallback[I, J]: pairs x layers computed by the exact 2-D "
+                      f"rule"})
+        meta.create_array(DONE, shape=shape, chunks=(1, 1), dtype=bool, fill_value=False)
+        meta.create_array(FALLBACK, shape=shape, chunks=(1, 1), dtype="int64", fill_value=0)
         root.attrs.update(fill_table(meta.create_group(TABLE)))
 
     return publish(store, build, replace)
@@ -97,7 +125,7 @@ def check_existing(store: Path, fp: dict, block):
                          f"{', '.join(diff)}); pass overwrite=True (CLI: --overwrite) to "
                          f"replace it")
     stored = int(meta.attrs["block"])
-    if block is not None and min(block, fp["n"]) != stored:
+    if block is not None and min(block, edge(fp)) != stored:
         raise ValueError(f"store {str(store)!r} is blocked by {stored}, not {block}; resume "
                          f"with block={stored} (or leave it out) or pass overwrite=True")
     return stored
@@ -112,19 +140,23 @@ class KernelStoreStatus:
     store : str
         Path of the store.
     n, block : int
-        Number of inputs; block edge B (the last block row/column may be shorter).
+        Number of inputs (rows of X); block edge B (the last block row/column may be
+        shorter).
     depths : tuple of int
         Depths kept in the store.
-    done : numpy.ndarray of bool, shape (nb, nb)
+    done : numpy.ndarray of bool, shape (nb, nb) or (mb, nb)
         Completion flag of block (I, J) for I <= J (block (J, I) is its transpose); the
-        lower triangle is unused (False).
+        lower triangle is unused (False).  With X2: of every block (I, J), rows of X2 by
+        rows of X.
     n_blocks, n_done : int
-        Blocks of the upper triangle, nb (nb + 1) / 2, and how many are flagged done.
+        Blocks computed, nb (nb + 1) / 2 (or mb nb with X2), and how many are flagged done.
     pairs_exact_fallback : int
         Pairs x layers computed by the exact 2-D rule in the blocks done (Hermite path).
     runs : list of dict
         One entry per run: ``started``, ``blocks_total``, ``blocks_done_before``,
         ``blocks_computed``, ``seconds``, ``outcome`` (``complete`` or ``interrupted``).
+    m : int or None
+        Number of X2 inputs (rows of a cross-kernel), None for the square kernel of X.
     """
 
     store: str
@@ -136,6 +168,12 @@ class KernelStoreStatus:
     n_done: int
     pairs_exact_fallback: int
     runs: list = field(repr=False)
+    m: int = None
+
+    @property
+    def cross(self) -> bool:
+        """The store holds the cross-kernel of X2 (m rows) and X (n columns)."""
+        return self.m is not None
 
     @property
     def complete(self) -> bool:
@@ -149,13 +187,14 @@ def kernel_store_status(store) -> KernelStoreStatus:
     if meta is None:
         raise ValueError(f"{str(store)!r} is not a meanfield kernel store")
     done = meta[DONE][...]
-    upper = np.triu(np.ones(done.shape, dtype=bool))
     fp = meta.attrs["fingerprint"]
+    upper = block_mask(done, "m" in fp)
     return KernelStoreStatus(store=str(store), n=int(fp["n"]), block=int(meta.attrs["block"]),
                              depths=tuple(fp["depths"]), done=done & upper,
                              n_blocks=int(upper.sum()), n_done=int((done & upper).sum()),
                              pairs_exact_fallback=int(meta[FALLBACK][...][done & upper].sum()),
-                             runs=list(meta.attrs.get("runs", [])))
+                             runs=list(meta.attrs.get("runs", [])),
+                             m=int(fp["m"]) if "m" in fp else None)
 
 
 def open_kernels(store, partial=False) -> xr.Dataset:
