@@ -94,6 +94,26 @@ def _hermite_cell_root(ga, gb, da, db):
 
 
 @nb.njit(cache=True)
+def _node_index(tq, q0):
+    """Index i with tq[i] == q0 in the increasing log grid ``tq``, or -1.
+
+    Guessed from the grid's ratio and confirmed by equality (a scan of the ~900 nodes
+    costs as much as a whole ordered point); a miss falls back to the scan.
+    """
+    n = tq.shape[0]
+    if n >= 2 and q0 > 0.0:
+        g = math.log(q0 / tq[0]) / math.log(tq[1] / tq[0])
+        if 0.0 <= g < n:
+            i = int(g + 0.5)
+            if i < n and tq[i] == q0:
+                return i
+    for i in range(n):
+        if tq[i] == q0:
+            return i
+    return -1
+
+
+@nb.njit(cache=True)
 def _table_bracket(sw2d, sb2, q0, table):
     """Bracket and initial guess for the root reached from q0, from the tabulated map.
 
@@ -104,11 +124,7 @@ def _table_bracket(sw2d, sb2, q0, table):
     """
     tq, tF, tS = table.q, table.F, table.S
     n = tq.shape[0]
-    i0 = -1
-    for i in range(n):
-        if tq[i] == q0:
-            i0 = i
-            break
+    i0 = _node_index(tq, q0)
     if i0 < 0:
         return -1.0, -1.0, q0
     g0 = sw2d * tF[i0] + sb2 - tq[i0]

@@ -65,8 +65,20 @@ HERMITE_EXT_LOG10_MAX = 1
 # taken on the table's own nodes, then interpolated; measured within 1.1e-15 of the whole
 # below zero, so bounds keep 4x that).
 TABLE_TAIL_ROUNDING = 4e-15
+# The tail of the N_HERMITE_TABLE-term series as a sum of positive terms instead of a
+# difference: S0 = sum_{N<=n<N_EXT} a_n^2 and S1 = sum_{N<=n<N_EXT} n a_n^2, tabulated with the
+# extension's tails past N_EXT.  As a difference the tail is known to TABLE_TAIL_ROUNDING of
+# E phi^2 only, which keeps the 128-term series from proving c* in 0.5 < c* < 0.9 (it needs
+# the tail to ~1e-15 E phi^2 there).  The sums are verified to SUM_VERIFY_TOL (S + SUM_FLOOR W),
+# W = E phi^2 (resp. q E phi'^2), and bounds keep SUM_TOL = 100x that: 1e-8 S + 1e-18 W.
+# That also covers the quadrature's own error in S, about 2 sqrt(384 S) 1e-16 sqrt(W)
+# <= 4e-15 sqrt(S W) <= 2e-13 sqrt(S W) <= 1e-8 S + 1e-18 W (arithmetic-geometric mean).
+SUM_VERIFY_TOL = 1e-10
+SUM_TOL = 1e-8
+SUM_FLOOR = 1e-10
 
-MomentTable = namedtuple("MomentTable", ["t0", "inv_dt", "ok", "cm", "hok", "ch", "xok", "cx"])
+MomentTable = namedtuple("MomentTable", ["t0", "inv_dt", "ok", "cm", "hok", "ch", "xok", "cx",
+                                         "sok", "cs"])
 MomentTable.__doc__ = """Piecewise Chebyshev interpolants in t = log q.
 
 t0, inv_dt : float
@@ -84,6 +96,11 @@ xok : bool array (ncell_x,)
     Extension cell verified (cells 0..ncell_x - 1 of the same grid).
 cx : float array (ncell_x, DEGREE + 1, N_EXT - N + 2)
     Chebyshev coefficients of a_n(q), N <= n < N_EXT, and of the tail masses past N_EXT.
+sok : bool array (ncell_x,)
+    Extension cell whose tail sums are verified too.
+cs : float array (ncell_x, DEGREE + 1, 4)
+    Chebyshev coefficients of S0 = sum_{N<=n<N_EXT} a_n^2, S1 = sum_{N<=n<N_EXT} n a_n^2 and
+    the two tail masses past N_EXT (the tail of the N-term series as positive sums).
 """
 
 
@@ -91,7 +108,8 @@ def empty_table() -> MomentTable:
     """A table with no cells: every lookup falls back to quadrature."""
     return MomentTable(0.0, 1.0, np.zeros(0, dtype=np.bool_), np.zeros((0, N_MOM, DEGREE + 1)),
                        np.zeros(0, dtype=np.bool_), np.zeros((0, DEGREE + 1, 2)),
-                       np.zeros(0, dtype=np.bool_), np.zeros((0, DEGREE + 1, 2)))
+                       np.zeros(0, dtype=np.bool_), np.zeros((0, DEGREE + 1, 2)),
+                       np.zeros(0, dtype=np.bool_), np.zeros((0, DEGREE + 1, 4)))
 
 
 @nb.njit(cache=True)
@@ -200,15 +218,17 @@ def _relative(interp, exact, scale):
     return np.where(np.isfinite(err), err, np.inf)
 
 
-def _chebyshev_cells(record, t0, dt, ncell, nh, error):
+def _chebyshev_cells(record, t0, dt, ncell, nh, error, derive=None):
     """Chebyshev coefficients (ncell, nfield, DEGREE + 1) of the rows of ``_rows(.., nh)`` on
     cells [t0 + i dt, t0 + (i + 1) dt] of t = log q, each cell's verified flag, and its
-    largest verification error per field."""
+    largest verification error per field.  ``derive`` (optional) maps rows to the fields
+    that are interpolated and verified instead."""
     m = DEGREE + 1
     x = np.cos(np.pi * (np.arange(m) + 0.5) / m)  # Chebyshev points of the first kind
     cells = np.arange(ncell)
     tn = t0 + (cells[:, None] + 0.5 * (x[None, :] + 1.0)) * dt
-    vals = _rows(record, np.exp(tn).ravel(), nh).reshape(ncell, m, -1)
+    derive = derive or (lambda rows: rows)
+    vals = derive(_rows(record, np.exp(tn).ravel(), nh)).reshape(ncell, m, -1)
     # Coefficients by the discrete cosine transform at first-kind points.
     T = np.cos(np.outer(np.arange(m), np.arccos(x)))  # T[j, k] = T_j(x_k)
     coef = np.einsum("jk,ckf->cfj", T, vals) * (2.0 / m)
@@ -218,7 +238,7 @@ def _chebyshev_cells(record, t0, dt, ncell, nh, error):
     xv = np.array([0.5 * (x[0] + x[1]), 0.5 * (x[m // 2 - 1] + x[m // 2]),
                    0.5 * (x[-2] + x[-1])])[:VERIFY_POINTS]
     tv = t0 + (cells[:, None] + 0.5 * (xv[None, :] + 1.0)) * dt
-    exact = _rows(record, np.exp(tv).ravel(), nh).reshape(ncell, xv.size, -1)
+    exact = derive(_rows(record, np.exp(tv).ravel(), nh)).reshape(ncell, xv.size, -1)
     Tv = np.cos(np.outer(np.arange(m), np.arccos(xv)))  # (m, nv)
     interp = np.einsum("cfj,jv->cvf", coef, Tv)
     err = error(interp, exact).max(axis=1)
@@ -246,14 +266,50 @@ def _build(record):
         # Degree-major, so that a lookup's inner loop runs over n (and vectorizes).
         ch = np.ascontiguousarray(ch.transpose(0, 2, 1))
         # The extension is verified on its full rows (a_0 .. a_{N_EXT - 1} and the tails,
-        # against the scales of the whole series) and keeps the columns from N on.
+        # against the scales of the whole series) and keeps the columns from N on; the
+        # tail sums (S0, S1) ride along as four more fields, verified on their own scale.
         nx = HERMITE_EXT_LOG10_MAX * CELLS_PER_DECADE - k0
-        cx, xok, _ = _chebyshev_cells(record, t0, dt, nx, N_HERMITE_EXT, _hermite_error)
-        cx = np.ascontiguousarray(cx[:, N_HERMITE_TABLE:, :].transpose(0, 2, 1))
+        cx, _, xerr = _chebyshev_cells(record, t0, dt, nx, N_HERMITE_EXT, _extension_error,
+                                       _with_tail_sums)
+        nf = N_HERMITE_EXT + 2
+        xok = (xerr[:, :nf].max(axis=1) <= VERIFY_TOL) & np.isfinite(cx[:, :nf]).all(axis=(1, 2))
+        sok = xok & (xerr[:, nf:].max(axis=1) <= SUM_VERIFY_TOL) \
+            & np.isfinite(cx[:, nf:]).all(axis=(1, 2))
+        cs = np.ascontiguousarray(cx[:, nf:, :].transpose(0, 2, 1))
+        cx = np.ascontiguousarray(cx[:, N_HERMITE_TABLE:nf, :].transpose(0, 2, 1))
     else:
         ch, hok, herr = empty
         cx, xok, _ = empty
-    return MomentTable(float(t0), float(1.0 / dt), ok, cm, hok, ch, xok, cx), err, herr
+        sok, cs = np.zeros(0, dtype=np.bool_), np.zeros((0, DEGREE + 1, 4))
+    return MomentTable(float(t0), float(1.0 / dt), ok, cm, hok, ch, xok, cx, sok, cs), err, herr
+
+
+def _with_tail_sums(rows):
+    """Extension rows (a_0 .. a_{N_EXT - 1}, two tails) followed by S0, S1 (sums over
+    N_HERMITE_TABLE <= n < N_EXT of a_n^2 and n a_n^2) and the two tails past N_EXT again."""
+    N = N_HERMITE_EXT
+    a2 = rows[:, N_HERMITE_TABLE:N] ** 2
+    n = np.arange(N_HERMITE_TABLE, N)
+    return np.concatenate([rows, a2.sum(axis=1, keepdims=True), (n * a2).sum(axis=1, keepdims=True),
+                           rows[:, N:N + 2]], axis=1)
+
+
+def _extension_error(interp, exact):
+    """:func:`_hermite_error` of the extension rows, then the error of the tail sums S0, S1
+    relative to each sum plus SUM_FLOOR of its whole (E phi^2, q E phi'^2), then that of the
+    tails past N_EXT (as in the head, rescaled to SUM_VERIFY_TOL)."""
+    nf = N_HERMITE_EXT + 2
+    head = _hermite_error(interp[..., :nf], exact[..., :nf])
+    a2 = exact[..., :N_HERMITE_EXT] ** 2
+    F = a2.sum(axis=-1, keepdims=True) + np.abs(exact[..., N_HERMITE_EXT:N_HERMITE_EXT + 1])
+    qG = (np.arange(N_HERMITE_EXT) * a2).sum(axis=-1, keepdims=True) + np.abs(exact[..., nf - 1:nf])
+    floor = SUM_FLOOR * np.concatenate([F, qG], axis=-1)
+    sums = _relative(interp[..., nf:nf + 2], exact[..., nf:nf + 2],
+                     np.abs(exact[..., nf:nf + 2]) + floor)
+    # The tails past N_EXT again: rounding-level differences, bounded with
+    # TABLE_TAIL_ROUNDING as in the extension itself (same interpolant, same check).
+    past = head[..., nf - 2:nf] * VERIFY_TOL / SUM_VERIFY_TOL
+    return np.concatenate([head, sums, past], axis=-1)
 
 
 @nb.njit(cache=True)
@@ -306,6 +362,18 @@ def lookup_hermite_ext(tab, q):
     """(a_n(q) for N <= n < N_EXT, sum_{n>=N_EXT} a_n^2, sum_{n>=N_EXT} n a_n^2) from the
     table's extension; an empty array when q lies outside its verified cells."""
     return _lookup_series(tab, tab.xok, tab.cx, q)
+
+
+@nb.njit(cache=True)
+def lookup_tail_sums(tab, q):
+    """(S0, S1, tail past N_EXT, n-weighted tail past N_EXT) at q: the tail of the
+    N_HERMITE_TABLE-term series as positive sums (S0, S1 known to SUM_TOL (S + SUM_FLOOR W),
+    the tails past N_EXT to TABLE_TAIL_ROUNDING W, with W = E phi^2 resp. q E phi'^2), or
+    four NaN outside their verified cells."""
+    s, t0, t1 = _lookup_series(tab, tab.sok, tab.cs, q)
+    if s.shape[0] == 0:
+        return math.nan, math.nan, math.nan, math.nan
+    return s[0], s[1], t0, t1
 
 
 @nb.njit(cache=True)

@@ -23,7 +23,8 @@ from .correlation_map import N_HERMITE, DualSeries, solve_c
 from .functions import CF_NONE, CF_RELU, kink_at_zero
 from .gaussian.moments import moments1
 from .length_map import solve_q
-from .moment_table import TABLE_TAIL_ROUNDING, lookup_hermite, lookup_moments
+from .moment_table import (N_HERMITE_EXT, SUM_FLOOR, SUM_TOL, TABLE_TAIL_ROUNDING,
+                           lookup_hermite, lookup_moments, lookup_tail_sums)
 from .vocabulary import Phase, Status
 
 OK = int(Status.OK)
@@ -84,6 +85,32 @@ def _unbounded(act, sw2, sw2d, out):
 
 
 @nb.njit(cache=True)
+def _tighter_tails(table, q, F, qg, tail, tail1, tail_lo):
+    """The tail bounds (tail, tail1, tail_lo) of the table's N_HERMITE_TABLE-term series,
+    tightened by the tabulated tail sums where q lies in their verified cells.
+
+    The tail is sum_{N<=n<N_EXT} a_n^2 (S0, a sum of positive terms known to
+    SUM_TOL (S0 + SUM_FLOOR F)) plus the tail past N_EXT, at most min(t0x, t1x / N_EXT) up to
+    rounding; likewise tail1 with S1.  Where the two descriptions of the same tail do not
+    overlap, a table is wrong somewhere and the difference bounds are kept unchanged.
+    """
+    s0, s1, x0, x1 = lookup_tail_sums(table, q)
+    if not (math.isfinite(s0) and math.isfinite(s1) and math.isfinite(x0)
+            and math.isfinite(x1)):
+        return tail, tail1, tail_lo
+    d0 = SUM_TOL * (abs(s0) + SUM_FLOOR * F)
+    d1 = SUM_TOL * (abs(s1) + SUM_FLOOR * qg)
+    past1 = max(x1, 0.0) + TABLE_TAIL_ROUNDING * qg
+    past = min(max(x0, 0.0) + TABLE_TAIL_ROUNDING * F, past1 / N_HERMITE_EXT)
+    hi = s0 + d0 + past
+    lo = max(s0 - d0, 0.0)
+    hi1 = s1 + d1 + past1
+    if not (lo <= tail and tail_lo <= hi):
+        return tail, tail1, tail_lo
+    return min(tail, hi), min(tail1, hi1), max(tail_lo, lo)
+
+
+@nb.njit(cache=True)
 def _dual_series(act, table, q, F, dphi2):
     """Hermite coefficients of phi(sqrt(q) z) and their exact tail masses.
 
@@ -95,9 +122,12 @@ def _dual_series(act, table, q, F, dphi2):
     herm, t0, t1 = lookup_hermite(table, q)
     if herm.shape[0] > 0:
         # Tabulated tails are known to TABLE_TAIL_ROUNDING of the whole (moment_table).
-        return DualSeries(herm, max(t0, 0.0) + TABLE_TAIL_ROUNDING * F,
-                          max(t1, 0.0) + TABLE_TAIL_ROUNDING * q * dphi2,
-                          max(t0 - TABLE_TAIL_ROUNDING * F, 0.0))
+        qg = q * dphi2
+        tail = max(t0, 0.0) + TABLE_TAIL_ROUNDING * F
+        tail1 = max(t1, 0.0) + TABLE_TAIL_ROUNDING * qg
+        tail_lo = max(t0 - TABLE_TAIL_ROUNDING * F, 0.0)
+        tail, tail1, tail_lo = _tighter_tails(table, q, F, qg, tail, tail1, tail_lo)
+        return DualSeries(herm, tail, tail1, tail_lo)
     herm = np.zeros(N_HERMITE)
     moments1(act, q, herm, True)
     s0 = 0.0
