@@ -31,7 +31,7 @@ import numpy as np
 
 from ..core.budget import BudgetError, check_memory
 from ..sweeps.output import check_output, write_netcdf
-from .architecture import add_architecture, architecture, architecture_line, check_shape
+from .architecture import add_architecture, architecture, check_shape, table_heading
 from .options import (add_network, add_outputs, add_scheduler, busy, command, dask_client,
                       fmt, parse_depths, show_progress)
 
@@ -200,9 +200,8 @@ def run_kernel_store(args) -> int:
 def format_table(ds, with_prediction=True) -> str:
     """The per-depth metrics as a plain-text table."""
     a = ds.attrs
-    lines = [f"{a['activation']}  sw2={a['sw2']:g} sb2={a['sb2']:g}  phase={a['phase']}  "
-             f"chi1={_f6(float(ds.chi1))} chi_c={_f6(float(ds.chi_c))}  [{a['method']}]"]
-    lines += architecture_line(a)
+    lines = table_heading(a, f"phase={a['phase']}  chi1={_f6(float(ds.chi1))} "
+                             f"chi_c={_f6(float(ds.chi_c))}")
     head = f"{'depth':>5} {'lambda_max':>12} {'lambda_min':>12} {'cond':>12}"
     if with_prediction:
         head += f" {'|P - P_inf|':>12} {'rate':>9}"
