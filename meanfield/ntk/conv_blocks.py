@@ -235,6 +235,18 @@ def _table(Hflat, offs, Ks, N, P, l):
     return Hflat[offs[l]:offs[l] + N * P * Ks[l]].reshape((N, P, Ks[l]))
 
 
+@nb.njit(cache=True)
+def _readout_and_rows(l, S, Th, out_s, out_t, tab, P, ii, jj):
+    """The step every layer l of a pair starts with, for both readouts: out_*[l] = the mean
+    of S, Th (the pixel diagonal, or all pixel pairs), and depth l's Hermite rows of table
+    images ii, jj with the table's parity (the last depth, l = L - 1, has no table and
+    returns the first depth's; the callers ignore them there)."""
+    out_s[l] = np.mean(S)
+    out_t[l] = np.mean(Th)
+    lt = l if l < tab[2].shape[0] else 0
+    Tl = _table(tab[0], tab[1], tab[2], tab[3], P, lt)
+    return Tl[ii], Tl[jj], tab[4][lt]
+
 
 @nb.njit(cache=True)
 def _pair_of(t, nr, sym):
@@ -265,17 +277,13 @@ def _pair_diag(mode, act, x, y, vx, vy, tab, ii, jj, kx, ky, same_img, nbr, sw2,
     same = np.zeros(P, dtype=np.bool_)
     if same_img:
         same[:] = True
-    for l in range(L):
-        out_s[l] = np.mean(s)
-        out_t[l] = np.mean(th)
-        if l == L - 1:
-            break
-        Tl = _table(tab[0], tab[1], tab[2], tab[3], P, l)
-        _expect_vec(mode, act, vx[l], vy[l], s, same, K, Kd, Tl[ii], Tl[jj], kx[l], ky[l],
-                    tab[4][l])
+    for l in range(L - 1):
+        Ha, Hb, odd = _readout_and_rows(l, s, th, out_s, out_t, tab, P, ii, jj)
+        _expect_vec(mode, act, vx[l], vy[l], s, same, K, Kd, Ha, Hb, kx[l], ky[l], odd)
         _filter_step(K, Kd, th, nbr, sw2, sb2, k2, sn, tn)
         s[:] = sn  # not before the loop ends: every p reads the old values at p + d
         th[:] = tn
+    _readout_and_rows(L - 1, s, th, out_s, out_t, tab, P, ii, jj)
 
 
 @nb.njit(cache=True)
@@ -288,17 +296,13 @@ def _pair_full(mode, act, x, y, vx, vy, tab, ii, jj, kx, ky, same_img, nbr, sw2,
     b2 = np.full((1, 1), sb2)
     _layer1_full(x, y, nbr, sw2 / (C * k2), sb2, K, S)
     Th[:, :] = S
-    for l in range(L):
-        out_s[l] = np.mean(S)
-        out_t[l] = np.mean(Th)
-        if l == L - 1:
-            break
-        Tl = _table(tab[0], tab[1], tab[2], tab[3], P, l)
-        _expect_full(mode, act, vx[l], vy[l], S, same_img, K, Kd, Tl[ii], Tl[jj], kx[l], ky[l],
-                     tab[4][l])
+    for l in range(L - 1):
+        Ha, Hb, odd = _readout_and_rows(l, S, Th, out_s, out_t, tab, P, ii, jj)
+        _expect_full(mode, act, vx[l], vy[l], S, same_img, K, Kd, Ha, Hb, kx[l], ky[l], odd)
         _shift_sum(K, Kd, Th, nbr, sw2 / k2, b2, S, False)   # Sigma^{l+1} (K no longer needs S)
         _shift_sum(K, Kd, Th, nbr, sw2 / k2, S, Tn, True)    # Theta^{l+1}
         Th[:, :] = Tn
+    _readout_and_rows(L - 1, S, Th, out_s, out_t, tab, P, ii, jj)
 
 
 @nb.njit(cache=True, parallel=True)
