@@ -408,13 +408,14 @@ def test_hermite_expansion_matches_2d_quadrature(act):
     from meanfield.ntk.conv_hermite import depth_table, herm_pair
     a = mf.get_activation(act)
     q = np.array([0.02, 0.3, 1.0, 2.5, 6.0])
-    H, K, terms = depth_table(a, q)
-    assert np.all(terms <= K)
+    H, K, terms, odd = depth_table(a, q)
+    assert np.all(terms <= K) and odd == (act == "tanh")
     for i in range(q.size):
         for j in range(q.size):
             for c in (-0.95, -0.3, 0.0, 0.6, 0.99, 0.999999, 1.0):
                 s12 = c * math.sqrt(q[i] * q[j])
-                D, Dp = herm_pair(H[i], H[j], max(terms[i], terms[j]), q[i], q[j], s12, False)
+                D, Dp = herm_pair(H[i], H[j], max(terms[i], terms[j]), q[i], q[j], s12, False,
+                                  odd)
                 D0, Dp0 = pair(a.record, q[i], q[j], s12, False)
                 assert abs(D - D0) <= 1e-11 * max(1.0, abs(D0)), (q[i], q[j], c)
                 assert abs(Dp - Dp0) <= 1e-11 * max(1.0, abs(Dp0)), (q[i], q[j], c)

@@ -50,13 +50,13 @@ def _covariance_run(act, sw2, sb2, q, S, L):
     nbr = CB.neighbours(H, W, K, True)
     mode, _ = CV.expectation_mode(act)
     v = np.full(P, q)
-    tab, kp = np.zeros((P, 1)), np.ones(P, dtype=np.int64)
+    tab, kp, odd = np.zeros((P, 1)), np.ones(P, dtype=np.int64), False
     if mode == CB.EXPECT_HERMITE:
-        tab, _, kp = depth_table(act, v)
+        tab, _, kp, odd = depth_table(act, v)
     out = [S.copy()]
     Kf, Kd, b2 = np.empty((P, P)), np.empty((P, P)), np.full((1, 1), sb2)
     for _ in range(L):
-        CB._expect_full(mode, act.record, v, v, S, False, Kf, Kd, tab, tab, kp, kp)
+        CB._expect_full(mode, act.record, v, v, S, False, Kf, Kd, tab, tab, kp, kp, odd)
         S = np.empty((P, P))
         CB._shift_sum(Kf, Kd, Kf, nbr, sw2 / K ** 2, b2, S, False)
         out.append(S)

@@ -109,7 +109,7 @@ def expectation_mode(act):
 
 def self_diagonals(mode, act, Z, nbr, sw2, sb2, k2, C, L):
     """Sigma^l_pp(x, x), Theta^l_pp(x, x) of every image (N, L, P), the Hermite tables
-    (flat storage, offsets, lengths, N) of :func:`conv_blocks._table`, the terms each row
+    (flat storage, offsets, lengths, N, parities) of :func:`conv_blocks._table`, the terms each row
     needs (N, L - 1, P), and the mode used.
 
     The tables of depth l need the variances of depth l, so the layers run one at a time.
@@ -123,11 +123,12 @@ def self_diagonals(mode, act, Z, nbr, sw2, sb2, k2, C, L):
     T[:, 0] = V[:, 0]
     Lh = max(L - 1, 1)
     kps = np.ones((N, Lh, P), dtype=np.int64)
+    odd = np.zeros(Lh, dtype=np.bool_)
     tables = []
     for l in range(L - 1):
         H = np.zeros((N, P, 1))
         if mode == CB.EXPECT_HERMITE:
-            H, K, terms = depth_table(act, V[:, l])
+            H, K, terms, odd[l] = depth_table(act, V[:, l])
             if H is None:
                 warnings.warn(f"{act.name}: {K}; using 2-D quadrature per pixel pair "
                               "(much slower, same accuracy)", RuntimeWarning, stacklevel=4)
@@ -137,7 +138,7 @@ def self_diagonals(mode, act, Z, nbr, sw2, sb2, k2, C, L):
         vn = np.empty((N, P))
         tn = np.empty((N, P))
         CB.self_step(mode, act.record, np.ascontiguousarray(H), np.ascontiguousarray(kps[:, l]),
-                     nbr, sw2, sb2, k2, np.ascontiguousarray(V[:, l]),
+                     bool(odd[l]), nbr, sw2, sb2, k2, np.ascontiguousarray(V[:, l]),
                      np.ascontiguousarray(T[:, l]), vn, tn)
         V[:, l + 1] = vn
         T[:, l + 1] = tn
@@ -152,7 +153,7 @@ def self_diagonals(mode, act, Z, nbr, sw2, sb2, k2, C, L):
     else:
         Hflat = np.zeros(N * P * Lh)  # never read outside EXPECT_HERMITE
         offs[:] = np.arange(Lh) * N * P
-    return V, T, (Hflat, offs, Ks, N), kps, mode
+    return V, T, (Hflat, offs, Ks, N, odd), kps, mode
 
 
 # The blocks :func:`conv_arrays` can compute: (rows, columns, which pairs).

@@ -40,7 +40,7 @@ from numba import prange
 
 from ..core.gaussian import closed
 from ..core.gaussian.moments import pair as quad_pair
-from .conv_hermite import herm_pair
+from ..core.gaussian.hermite import mehler_stein
 
 EXPECT_CLOSED = 0
 EXPECT_QUAD = 1
@@ -76,11 +76,12 @@ def neighbours(H, W, k, circular):
 
 # --------------------------------------------------------------------------- expectations
 @nb.njit(cache=True)
-def _expect_vec(mode, act, v1, v2, s, same, K, Kd, Ha, Hb, ka, kb):
+def _expect_vec(mode, act, v1, v2, s, same, K, Kd, Ha, Hb, ka, kb, odd):
     """K[e], Kd[e] = E[phi phi], E[phi' phi'] on [[v1[e], s[e]], [s[e], v2[e]]] for every e.
 
     ``same[e]`` marks u = v (the same image and pixel); Ha[e], Hb[e] are the Hermite rows of
-    the two variances (EXPECT_HERMITE, first max(ka[e], kb[e]) used).  One loop per mode: a single loop
+    the two variances (EXPECT_HERMITE, first max(ka[e], kb[e]) used; ``odd``: the table's even
+    terms k >= 2 vanish, see :mod:`conv_hermite`).  One loop per mode: a single loop
     with every branch inside runs the closed forms at half speed (see ntk/blocks.py).
     """
     if mode == EXPECT_CLOSED:
@@ -89,8 +90,8 @@ def _expect_vec(mode, act, v1, v2, s, same, K, Kd, Ha, Hb, ka, kb):
     elif mode == EXPECT_HERMITE:
         for e in range(s.shape[0]):
             if v1[e] > 0.0 and v2[e] > 0.0:
-                K[e], Kd[e] = herm_pair(Ha[e], Hb[e], max(ka[e], kb[e]), v1[e], v2[e], s[e],
-                                        same[e])
+                K[e], Kd[e] = mehler_stein(Ha[e], Hb[e], max(ka[e], kb[e]), v1[e], v2[e],
+                                           s[e], same[e], odd)
             else:
                 K[e], Kd[e] = quad_pair(act, v1[e], v2[e], s[e], same[e])
     else:
@@ -99,7 +100,7 @@ def _expect_vec(mode, act, v1, v2, s, same, K, Kd, Ha, Hb, ka, kb):
 
 
 @nb.njit(cache=True)
-def _expect_full(mode, act, vr, vc, S, self_pair, K, Kd, Hr, Hc, kr, kc):
+def _expect_full(mode, act, vr, vc, S, self_pair, K, Kd, Hr, Hc, kr, kc, odd):
     """The same on a full H W x H W matrix S (variances vr[p], vc[p'], Hermite rows Hr[p],
     Hc[p'])."""
     P = S.shape[0]
@@ -110,8 +111,8 @@ def _expect_full(mode, act, vr, vc, S, self_pair, K, Kd, Hr, Hc, kr, kc):
                 b = vc[q]
                 same = self_pair and p == q
                 if a > 0.0 and b > 0.0:
-                    K[p, q], Kd[p, q] = herm_pair(Hr[p], Hc[q], max(kr[p], kc[q]), a, b,
-                                                  S[p, q], same)
+                    K[p, q], Kd[p, q] = mehler_stein(Hr[p], Hc[q], max(kr[p], kc[q]), a, b,
+                                                     S[p, q], same, odd)
                 else:
                     K[p, q], Kd[p, q] = quad_pair(act, a, b, S[p, q], same)
     elif mode == EXPECT_CLOSED:
@@ -196,17 +197,17 @@ def self_layer1(Z, nbr, sw2, sb2, k2, C, V0):
 
 
 @nb.njit(cache=True, parallel=True)
-def self_step(mode, act, H, kp, nbr, sw2, sb2, k2, v, t, vn, tn):
+def self_step(mode, act, H, kp, odd, nbr, sw2, sb2, k2, v, t, vn, tn):
     """One layer of the pixel-diagonal recursion of every pair (x, x), u = v on every entry:
     (v, t) = (Sigma^l_pp, Theta^l_pp)(x, x) of shape (N, P) -> (vn, tn) at depth l + 1.
     H : (N, P, K) Hermite rows of depth l and kp (N, P) the terms each needs
-    (EXPECT_HERMITE only)."""
+    (EXPECT_HERMITE only), ``odd`` the table's parity (:func:`_expect_vec`)."""
     N, P = v.shape
     for i in prange(N):
         K = np.empty(P)
         Kd = np.empty(P)
         same = np.ones(P, dtype=np.bool_)
-        _expect_vec(mode, act, v[i], v[i], v[i], same, K, Kd, H[i], H[i], kp[i], kp[i])
+        _expect_vec(mode, act, v[i], v[i], v[i], same, K, Kd, H[i], H[i], kp[i], kp[i], odd)
         _filter_step(K, Kd, t[i], nbr, sw2, sb2, k2, vn[i], tn[i])
 
 
@@ -233,6 +234,18 @@ def _table(Hflat, offs, Ks, N, P, l):
     each padded only to its own depth's length)."""
     return Hflat[offs[l]:offs[l] + N * P * Ks[l]].reshape((N, P, Ks[l]))
 
+
+@nb.njit(cache=True)
+def _readout_and_rows(l, S, Th, out_s, out_t, tab, P, ii, jj):
+    """The step every layer l of a pair starts with, for both readouts: out_*[l] = the mean
+    of S, Th (the pixel diagonal, or all pixel pairs), and depth l's Hermite rows of table
+    images ii, jj with the table's parity (the last depth, l = L - 1, has no table and
+    returns the first depth's; the callers ignore them there)."""
+    out_s[l] = np.mean(S)
+    out_t[l] = np.mean(Th)
+    lt = l if l < tab[2].shape[0] else 0
+    Tl = _table(tab[0], tab[1], tab[2], tab[3], P, lt)
+    return Tl[ii], Tl[jj], tab[4][lt]
 
 
 @nb.njit(cache=True)
@@ -264,16 +277,13 @@ def _pair_diag(mode, act, x, y, vx, vy, tab, ii, jj, kx, ky, same_img, nbr, sw2,
     same = np.zeros(P, dtype=np.bool_)
     if same_img:
         same[:] = True
-    for l in range(L):
-        out_s[l] = np.mean(s)
-        out_t[l] = np.mean(th)
-        if l == L - 1:
-            break
-        Tl = _table(tab[0], tab[1], tab[2], tab[3], P, l)
-        _expect_vec(mode, act, vx[l], vy[l], s, same, K, Kd, Tl[ii], Tl[jj], kx[l], ky[l])
+    for l in range(L - 1):
+        Ha, Hb, odd = _readout_and_rows(l, s, th, out_s, out_t, tab, P, ii, jj)
+        _expect_vec(mode, act, vx[l], vy[l], s, same, K, Kd, Ha, Hb, kx[l], ky[l], odd)
         _filter_step(K, Kd, th, nbr, sw2, sb2, k2, sn, tn)
         s[:] = sn  # not before the loop ends: every p reads the old values at p + d
         th[:] = tn
+    _readout_and_rows(L - 1, s, th, out_s, out_t, tab, P, ii, jj)
 
 
 @nb.njit(cache=True)
@@ -286,16 +296,13 @@ def _pair_full(mode, act, x, y, vx, vy, tab, ii, jj, kx, ky, same_img, nbr, sw2,
     b2 = np.full((1, 1), sb2)
     _layer1_full(x, y, nbr, sw2 / (C * k2), sb2, K, S)
     Th[:, :] = S
-    for l in range(L):
-        out_s[l] = np.mean(S)
-        out_t[l] = np.mean(Th)
-        if l == L - 1:
-            break
-        Tl = _table(tab[0], tab[1], tab[2], tab[3], P, l)
-        _expect_full(mode, act, vx[l], vy[l], S, same_img, K, Kd, Tl[ii], Tl[jj], kx[l], ky[l])
+    for l in range(L - 1):
+        Ha, Hb, odd = _readout_and_rows(l, S, Th, out_s, out_t, tab, P, ii, jj)
+        _expect_full(mode, act, vx[l], vy[l], S, same_img, K, Kd, Ha, Hb, kx[l], ky[l], odd)
         _shift_sum(K, Kd, Th, nbr, sw2 / k2, b2, S, False)   # Sigma^{l+1} (K no longer needs S)
         _shift_sum(K, Kd, Th, nbr, sw2 / k2, S, Tn, True)    # Theta^{l+1}
         Th[:, :] = Tn
+    _readout_and_rows(L - 1, S, Th, out_s, out_t, tab, P, ii, jj)
 
 
 @nb.njit(cache=True, parallel=True)
@@ -304,7 +311,8 @@ def pair_kernels(mode, readout, act, Zr, Zc, Vr, Vc, tab, base_r, base_c, Kr, Kc
     """NNGP/NTK readouts of pairs (Zr[i], Zc[j]) at the kept depths into out_*[:, i, j].
 
     Zr, Zc : (Nr, P, C), (Nc, P, C) images; Vr, Vc : (N*, L, P) their Sigma^l_pp(x, x);
-    tab : (Hflat, offs, Ks, N) the Hermite tables of all N images (see :func:`_table`);
+    tab : (Hflat, offs, Ks, N, odd) the Hermite tables of all N images (see :func:`_table`)
+    and their parities per depth;
     row image i is table image base_r + i, column image j is base_c + j; Kr, Kc
     (N*, L - 1, P) the terms each row needs (EXPECT_HERMITE; otherwise never read).
     ``pairs``: PAIRS_ALL every (i, j); PAIRS_UPPER (Zr is Zc) only i <= j, mirrored;

@@ -13,19 +13,26 @@ the first in s12; equivalently it uses E[phi'(sqrt(q) z) He_k(z)]/sqrt(k!) =
 sqrt(k+1) h_{k+1}(q) / sqrt(q), Stein's lemma).  At every depth each image and pixel has
 its own variance q = Sigma_pp(x, x), so the coefficients are computed once per image,
 pixel and depth and every pixel pair then costs one pass over k, instead of a 2-D
-quadrature per pair.
+quadrature per pair.  The coefficients' quadrature and the pair sum are those of the fully
+connected kernels (:mod:`meanfield.core.gaussian.hermite`: :func:`hermite.hermite_grid`,
+:func:`hermite.project`, :func:`hermite.mehler_stein`); this module chooses where to
+compute them and how many terms to keep.
 
-How the coefficients are computed, per depth:
+Per depth:
 
-* h_k at Chebyshev nodes in s = sqrt(q) over [min s, max s] of that depth: a trapezoid
-  rule on z in [-TRAP_Z, TRAP_Z] (the integrand is below exp(-z^2/4) there) with step
-  min(TRAP_H, kappa / s_max) (the activation's quadrature step, docs/theory.md
-  "Numerics"), He_k by the normalised three-term recurrence;
+* h_k at Chebyshev nodes in s = sqrt(q) over [min s, max s] of that depth, all nodes on the
+  one trapezoid grid of the largest variance, |z| <= TRAP_Z;
 * the number of terms K: the smallest with sum_{k >= K} h_k^2 <= HERMITE_TAIL sum_k h_k^2
   and the same for the derivative's coefficients, at every node (the product terms obey
   |h_k(a) h_k(b)| <= (h_k(a)^2 + h_k(b)^2) / 2, so this bounds the truncation);
 * the number of nodes M doubled until the interpolant reproduces freshly computed
-  midpoints to CHEB_TOL (relative to max |h|), then evaluated at every pixel's s.
+  midpoints to CHEB_TOL (relative to max |h|), then evaluated at every pixel's s;
+* each pixel's own number of terms by the same tail criterion on its row
+  (:func:`row_terms`), and the parity: when every row's even coefficients h_k, k >= 2,
+  carry at most ODD_TOL^2 of its sum h_k^2 and of its sum k h_k^2 (an odd phi plus a
+  constant: tanh, sigmoid), the pair sums skip them (``odd`` of
+  :func:`hermite.mehler_stein`), which drops at most ODD_TOL relative to
+  sqrt(E phi(u)^2 E phi(v)^2) (Cauchy-Schwarz, as for the truncation) and halves the work.
 
 Pixels of zero variance get no coefficients; their entries use
 :func:`meanfield.core.gaussian.moments.pair`, which treats them in closed form.
@@ -33,21 +40,23 @@ Pixels of zero variance get no coefficients; their entries use
 
 from __future__ import annotations
 
-import math
-
 import numba as nb
 import numpy as np
-from numba import prange
 
-from ..core.functions import phi
-from ..core.gaussian.quadrature import step
+from ..core.gaussian import hermite
+from ..core.gaussian.hermite import C_POWER_TAIL, mehler_stein  # noqa: F401 (re-exported)
 
-TRAP_Z = 12.0
-TRAP_H = 0.05
 # Relative truncation of the series (bounds the relative error of E phi phi and E phi' phi'
 # per entry); 1e-12 keeps the kernels well inside the 1e-9 accuracy asked of tanh-like
 # activations after ten layers, and costs ~15% fewer terms than 1e-13.
 HERMITE_TAIL = 1e-12
+# Even coefficients below this relative size (in the root-sum-square sense above) make a
+# table odd; an odd phi leaves them at rounding level, ~1e-17, on the symmetric grid.
+ODD_TOL = 1e-13
+# Half-width of the trapezoid grid in z: the integrand is below 1.09 |phi(s z)| e^(-z^2/4)
+# for every order (see hermite.hermite_grid), ~1e-16 |phi| at 12; the fully connected
+# default, 2 sqrt(K) + 4, would overflow He_k for the K ~ 1000 of large first-layer variances.
+TRAP_Z = 12.0
 K_START = 64
 K_MAX = 2048
 CHEB_M0 = 8
@@ -55,33 +64,14 @@ CHEB_MMAX = 512
 CHEB_TOL = 1e-14
 
 
-@nb.njit(cache=True, parallel=True)
-def node_coefficients(act, s, h, K, out):
-    """out[m, k] = E[phi(s_m z) He_k(z)] / sqrt(k!), k < K, by the trapezoid rule of step h."""
-    nz = int(TRAP_Z / h)
-    a = np.empty(K)  # He_{k+1} = z He_k - k He_{k-1}, normalised: a[k] = sqrt(k/(k+1)), b[k] = 1/sqrt(k+1)
-    b = np.empty(K)
-    for k in range(K):
-        a[k] = math.sqrt(k / (k + 1.0))
-        b[k] = 1.0 / math.sqrt(k + 1.0)
-    for m in prange(s.shape[0]):
-        for k in range(K):
-            out[m, k] = 0.0
-        for t in range(-nz, nz + 1):
-            z = t * h
-            w = h * math.exp(-0.5 * z * z) / math.sqrt(2.0 * math.pi)
-            f, _ = phi(act, s[m] * z)
-            fw = f * w
-            p0 = 1.0
-            p1 = z
-            out[m, 0] += fw
-            if K > 1:
-                out[m, 1] += fw * z
-            for k in range(1, K - 1):
-                p2 = z * p1 * b[k] - a[k] * p0
-                out[m, k + 1] += fw * p2
-                p0 = p1
-                p1 = p2
+def node_coefficients(act, s, K, smax):
+    """out[m, k] = E[phi(s_m z) He_k(z)] / sqrt(k!), k < K, shape (len(s), K): the trapezoid
+    rule of :func:`hermite.hermite_grid` for s <= smax, by :func:`hermite.project`."""
+    z, H = hermite.hermite_grid(act.kappa, smax * smax, K - 1, TRAP_Z)
+    A = np.empty((K, s.size))
+    B = np.empty((K, s.size))  # phi' coefficients: not needed here (Stein's lemma)
+    hermite.project(act, np.ascontiguousarray(s * s), z, H, A, B)
+    return np.ascontiguousarray(A.T)
 
 
 def _terms_needed(hk, s):
@@ -113,49 +103,48 @@ def _cheb_matrix(x, M):
 def depth_table(act, q):
     """Coefficients h_k(q) for every variance in ``q`` (any shape), shape q.shape + (K,).
 
-    Returns (table, K, terms): K the table's length and ``terms`` (shape of q) the terms
-    each variance needs by the tail criterion; or (None, reason, None) when K_MAX terms or
-    CHEB_MMAX nodes do not suffice (very large variances).  Zero variances get zero rows.
+    Returns (table, K, terms, odd): K the table's length, ``terms`` (shape of q) the terms
+    each variance needs by the tail criterion, ``odd`` whether the pair sums may skip the
+    even terms k >= 2 (checked on every row, :func:`row_terms`); or
+    (None, reason, None, False) when K_MAX terms or CHEB_MMAX nodes do not suffice (very
+    large variances).  Zero variances get zero rows.
     """
     rec = act.record
     qs = np.asarray(q, dtype=np.float64)
     pos = qs > 0.0
     out_shape = qs.shape
     if not np.any(pos):
-        return np.zeros(out_shape + (1,)), 1, np.ones(out_shape, dtype=np.int64)
+        return np.zeros(out_shape + (1,)), 1, np.ones(out_shape, dtype=np.int64), False
     s = np.sqrt(qs[pos])
     lo, hi = float(s.min()), float(s.max())
     if hi - lo <= 1e-12 * hi:
         lo, hi = lo * (1.0 - 1e-9), hi * (1.0 + 1e-9)
-    h = min(TRAP_H, step(act.quad_kappa, hi * hi))
     K = K_START
     M = CHEB_M0
     vals = None
     while True:
         x, nodes = _cheb_points(lo, hi, M)
         if vals is None:
-            vals = np.empty((M + 1, K))
-            node_coefficients(rec, nodes, h, K, vals)
+            vals = node_coefficients(rec, nodes, K, hi)
         need = _terms_needed(vals, nodes)
         if need is None:
             if K >= K_MAX:
-                return None, f"more than {K_MAX} Hermite terms at q = {hi * hi:g}", None
+                return None, f"more than {K_MAX} Hermite terms at q = {hi * hi:g}", None, False
             K = min(K_MAX, 2 * K)
             vals = None
             continue
         # Chebyshev coefficients in x of every h_k (a small linear solve)
         coef = np.linalg.solve(_cheb_matrix(x, M), vals)
         # The midpoints are the new nodes of the 2M-point Lobatto grid: checked here, reused
-        # there.
+        # there (on the same grid, that of s = hi).
         xm = np.cos(np.pi * (np.arange(M) + 0.5) / M)
-        vm = np.empty((M, K))
-        node_coefficients(rec, 0.5 * (lo + hi) + 0.5 * (hi - lo) * xm, h, K, vm)
+        vm = node_coefficients(rec, 0.5 * (lo + hi) + 0.5 * (hi - lo) * xm, K, hi)
         err = np.max(np.abs(_cheb_matrix(xm, M) @ coef - vm))
         if err <= CHEB_TOL * max(np.max(np.abs(vals)), 1e-300):
             break
         if M >= CHEB_MMAX:
             return None, (f"Chebyshev interpolation of the Hermite coefficients did not reach "
-                          f"{CHEB_TOL:g} with {CHEB_MMAX} nodes"), None
+                          f"{CHEB_TOL:g} with {CHEB_MMAX} nodes"), None, False
         both = np.empty((2 * M + 1, K))
         both[0::2] = vals
         both[1::2] = vm
@@ -164,51 +153,58 @@ def depth_table(act, q):
     K = need
     table = np.zeros(out_shape + (K,))
     xs = (2.0 * s - (lo + hi)) / (hi - lo)
-    rows = _cheb_matrix(xs, M) @ coef[:, :K]
+    rows = np.ascontiguousarray(_cheb_matrix(xs, M) @ coef[:, :K])
     table[pos] = rows
+    t = np.empty(rows.shape[0], dtype=np.int64)
+    odd = row_terms(rows, s, HERMITE_TAIL, ODD_TOL * ODD_TOL, t)
     terms = np.zeros(out_shape, dtype=np.int64)
-    terms[pos] = _terms_per_row(rows, s)
-    return table, K, terms
-
-
-def _terms_per_row(rows, s):
-    """The K of :func:`_terms_needed` for every row (one variance each), capped by the
-    table's length: small variances need far fewer terms than the depth's largest."""
-    K = rows.shape[1]
-    k = np.arange(K)
-    need = np.zeros(rows.shape[0], dtype=np.int64)
-    for v, shift in ((rows ** 2, 1), (k[1:] * rows[:, 1:] ** 2 / (s * s)[:, None], 2)):
-        tail = np.cumsum(v[:, ::-1], axis=1)[:, ::-1]
-        ok = tail <= HERMITE_TAIL * tail[:, :1]
-        first = np.where(ok.any(axis=1), np.argmax(ok, axis=1) + shift, K)
-        need = np.maximum(need, first)
-    return np.minimum(need, K)
-
-
-# |c|^K below this ends the series early: the terms left are below it times
-# sum |h_k(a) h_k(b)| <= sqrt(E phi(u)^2 E phi(v)^2) (Cauchy-Schwarz), and k |c|^(k-1) for the
-# derivative's, hence the margin below the 1e-12 tail criterion.
-C_POWER_TAIL = 1e-16
-_LOG_C_TAIL = math.log(C_POWER_TAIL)
+    terms[pos] = t
+    return table, K, terms, bool(odd)
 
 
 @nb.njit(cache=True)
-def herm_pair(ha, hb, K, a, b, s12, same):
-    """(E phi(u) phi(v), E phi'(u) phi'(v)) from the coefficient rows ha = h(a), hb = h(b)
-    (first K used), Horner in c = s12 / sqrt(a b), clamped to [-1, 1]; c = 1 when ``same``.
-    For |c| < 1 the series stops once |c|^k < C_POWER_TAIL."""
-    r = math.sqrt(a * b)
-    c = 1.0 if same else min(1.0, max(-1.0, s12 / r))
-    ac = abs(c)
-    if ac < 0.5:
-        K = min(K, 2 + int(_LOG_C_TAIL / math.log(max(ac, 1e-300))))
-    elif ac < 0.999:
-        K = min(K, 2 + int(_LOG_C_TAIL / math.log(ac)))
-    D = 0.0
-    Dp = 0.0
-    for k in range(K - 1, 0, -1):
-        t = ha[k] * hb[k]
-        D = D * c + t
-        Dp = Dp * c + k * t
-    D = D * c + ha[0] * hb[0]
-    return D, Dp / r
+def row_terms(rows, s, tail, odd_tol, out):
+    """out[i]: the K of :func:`_terms_needed` for row i (variance s[i]^2), capped by the
+    rows' length: small variances need far fewer terms than the depth's largest.
+
+    Returns whether every row is odd: sum_{even k >= 2} h_k^2 <= odd_tol sum_k h_k^2, and
+    the same with the weights k (the derivative's series).
+    """
+    n, K = rows.shape
+    odd = True
+    for i in range(n):
+        r = rows[i]
+        w = 1.0 / (s[i] * s[i])
+        tot0 = 0.0
+        tot1 = 0.0
+        ev0 = 0.0
+        ev1 = 0.0
+        for k in range(K):
+            v = r[k] * r[k]
+            tot0 += v
+            tot1 += k * v * w
+            if k >= 2 and k % 2 == 0:
+                ev0 += v
+                ev1 += k * v * w
+        if ev0 > odd_tol * tot0 or ev1 > odd_tol * tot1:
+            odd = False
+        # The first k whose tail from k on is <= tail * total, scanning down from the end;
+        # k + 2 terms then cover it (the derivative's series is shifted by one).
+        need = 1
+        t0 = 0.0
+        for k in range(K - 1, -1, -1):
+            t0 += r[k] * r[k]
+            if t0 > tail * tot0:
+                need = max(need, k + 2)
+                break
+        t1 = 0.0
+        for k in range(K - 1, 0, -1):
+            t1 += k * r[k] * r[k] * w
+            if t1 > tail * tot1:
+                need = max(need, k + 2)
+                break
+        out[i] = min(need, K)
+    return odd
+
+
+herm_pair = mehler_stein  # the name the conv path had

@@ -12,7 +12,10 @@ Mehler's formula gives, for (u, v) ~ N(0, [[q_i, s], [s, q_j]]) and c = s / sqrt
     E[phi'(u) phi'(v)] = sum_n b_n(q_i) b_n(q_j) c^n
 
 so each input costs one 1-D quadrature per depth (all n at once) and each pair a short
-Horner sum.  Truncated after n = N, the error is bounded by Cauchy-Schwarz::
+Horner sum.  The same coefficients serve the convolutional kernels per pixel
+(:mod:`meanfield.ntk.conv_hermite`): :func:`hermite_grid` and :func:`project` are the
+quadrature on a grid shared by many variances, and :func:`mehler_stein` the pair sum that
+takes E phi' phi' from the a_n alone (Stein's lemma).  Truncated after n = N, the error is bounded by Cauchy-Schwarz::
 
     |sum_{n>N} a_n(q_i) a_n(q_j) c^n| <= |c|^(N+1) sqrt(T_i T_j),
     T_i = E[phi(sqrt(q_i) z)^2] - sum_{n<=N} a_n(q_i)^2,
@@ -58,6 +61,10 @@ H_HERM = 2.4     # trapezoid step for He_n pdf up to n = N: h <= H_HERM / sqrt(N
 # N = 64) the coefficients stay within 2e-16 of the largest at 1.5 (1e-15 at 2).
 STEP_FACTOR = 1.5
 _EPS = 2.220446049250313e-16
+# |c|^n below this ends a Mehler series early (:func:`mehler_stein`); with the
+# Cauchy-Schwarz bound this is a margin below the 1e-12 truncation of the conv tables.
+C_POWER_TAIL = 1e-16
+_LOG_C_TAIL = math.log(C_POWER_TAIL)
 
 
 @nb.njit(cache=True)
@@ -182,20 +189,9 @@ def coefficients(act, q, N, ladder, A, B, tau, FG):
                 tau[i, 1, m] = math.sqrt(max(G - sb, 0.0) / G + fl)
 
 
-@nb.njit(cache=True)
-def mehler(A, B, i, j, c, N):
-    """(sum_{n<=N} a_n(i) a_n(j) c^n, same for b): one pair, Horner in c."""
-    d = 0.0
-    dp = 0.0
-    for n in range(N, -1, -1):
-        d = d * c + A[n, i] * A[n, j]
-        dp = dp * c + B[n, i] * B[n, j]
-    return d, dp
-
-
 # --------------------------------------------------------------------------- shared grid
 @nb.njit(cache=True, parallel=True, fastmath={"reassoc", "contract"})
-def _project(act, q, z, H, A, B):
+def project(act, q, z, H, A, B):
     """A[n, i] = sum_k H[n, k] phi(sqrt(q_i) z_k), B likewise with phi' (parallel over i;
     BLAS here would fight the Numba threads for the two cores)."""
     M = z.shape[0]
@@ -249,17 +245,25 @@ def _moments_tails(act, q, N, ladder, A, B, tau, FG):
                 tau[i, 1, m] = math.sqrt(max(G - sb, 0.0) / G + fl)
 
 
-def coefficients_fast(act, q, N, ladder, A, B, tau, FG):
-    """:func:`coefficients` for a smooth phi (no kinks) on one trapezoid grid shared by all
-    points, the step set by the largest variance: the Hermite recurrence runs once, and
-    each point's coefficients are dot products A[:, i] = H phi_i with
-    H[n, k] = w_k He_n(z_k) / sqrt(n!)."""
-    if act.kinks.shape[0] > 0:
-        coefficients(act, q, N, ladder, A, B, tau, FG)
-        return
-    qmax = float(np.max(q)) if q.size else 0.0
-    h = herm_step(act.kappa, qmax, N)
-    zmax = max(Z1, 2.0 * math.sqrt(N + 1.0) + 4.0)
+def hermite_grid(kappa, qmax, N, zmax=None):
+    """The trapezoid rule of the coefficients, shared by all variances up to ``qmax``.
+
+    Returns (z, H) with z_k = k h, |z_k| <= zmax (default max(Z1, 2 sqrt(N + 1) + 4), past
+    the oscillatory range of He_N; for N in the hundreds He_n(zmax) overflows there, and
+    a caller may pass a smaller zmax: by Cramer's inequality
+    |He_n(z)| / sqrt(n!) <= 1.09 e^(z^2 / 4), so the integrand is below
+    1.09 |phi(sqrt(q) z)| e^(-z^2 / 4) / sqrt(2 pi) whatever n), h = :func:`herm_step`
+    (kappa, qmax, N), and
+    H[n, k] = w_k He_n(z_k) / sqrt(n!), w_k = h pdf(z_k), so that for any variance
+    q <= qmax::
+
+        a_n(q) = E[phi(sqrt(q) z) He_n(z)] / sqrt(n!) ~= sum_k H[n, k] phi(sqrt(q) z_k)
+
+    (:func:`project`).  He_n / sqrt(n!) by the normalised three-term recurrence.
+    """
+    h = herm_step(kappa, qmax, N)
+    if zmax is None:
+        zmax = max(Z1, 2.0 * math.sqrt(N + 1.0) + 4.0)
     K = int(zmax / h)
     z = np.arange(-K, K + 1) * h
     w = h * np.exp(-0.5 * z * z) / math.sqrt(2.0 * math.pi)
@@ -269,8 +273,64 @@ def coefficients_fast(act, q, N, ladder, A, B, tau, FG):
     for n in range(N + 1):
         H[n] = w * hc
         hm, hc = hc, (z * hc - math.sqrt(n) * hm) / math.sqrt(n + 1.0)
-    _project(act, q, z, H, A, B)
+    return z, H
+
+
+def coefficients_fast(act, q, N, ladder, A, B, tau, FG):
+    """:func:`coefficients` for a smooth phi (no kinks) on one trapezoid grid shared by all
+    points, the step set by the largest variance (:func:`hermite_grid`): the Hermite
+    recurrence runs once, and each point's coefficients are dot products A[:, i] = H phi_i."""
+    if act.kinks.shape[0] > 0:
+        coefficients(act, q, N, ladder, A, B, tau, FG)
+        return
+    qmax = float(np.max(q)) if q.size else 0.0
+    z, H = hermite_grid(act.kappa, qmax, N)
+    project(act, q, z, H, A, B)
     _moments_tails(act, q, N, ladder, A, B, tau, FG)
 
+
+# --------------------------------------------------------------------------- Mehler sums
+@nb.njit(cache=True)
+def mehler_stein(ha, hb, K, a, b, s12, same, odd):
+    """(E phi(u) phi(v), E phi'(u) phi'(v)) for (u, v) ~ N(0, [[a, s12], [s12, b]]) from the
+    coefficient rows ha = a_n(a), hb = a_n(b) alone (first K used)::
+
+        E[phi(u) phi(v)]   = sum_n a_n(a) a_n(b) c^n
+        E[phi'(u) phi'(v)] = sum_{n>=1} n a_n(a) a_n(b) c^(n-1) / sqrt(a b)
+
+    with c = s12 / sqrt(a b) clamped to [-1, 1] (c = 1 when ``same``); the second line is
+    the derivative of the first in s12 (Stein's lemma: b_n = sqrt(n + 1) a_{n+1} / sqrt(q)),
+    so phi' needs no coefficients of its own.  Horner in c; with ``odd`` (a_n = 0 for every
+    even n >= 2, e.g. an odd phi plus a constant) only n = 0 and the odd n are summed, Horner
+    in c^2.  For |c| < 0.999 the series stops once |c|^n < C_POWER_TAIL: the terms left are
+    below that times sum |a_n(a) a_n(b)| <= sqrt(E phi(u)^2 E phi(v)^2) (Cauchy-Schwarz), and
+    n |c|^(n-1) times the same for phi'.
+    """
+    r = math.sqrt(a * b)
+    c = 1.0 if same else min(1.0, max(-1.0, s12 / r))
+    ac = abs(c)
+    if ac < 0.5:
+        K = min(K, 2 + int(_LOG_C_TAIL / math.log(max(ac, 1e-300))))
+    elif ac < 0.999:
+        K = min(K, 2 + int(_LOG_C_TAIL / math.log(ac)))
+    D = 0.0
+    Dp = 0.0
+    if odd:
+        c2 = c * c
+        k = K - 1 if (K - 1) % 2 == 1 else K - 2
+        while k >= 1:
+            t = ha[k] * hb[k]
+            D = D * c2 + t
+            Dp = Dp * c2 + k * t
+            k -= 2
+    else:
+        for k in range(K - 1, 0, -1):
+            t = ha[k] * hb[k]
+            D = D * c + t
+            Dp = Dp * c + k * t
+    D = D * c + ha[0] * hb[0]
+    return D, Dp / r
+
+_project = project  # the name before the conv path shared it
 
 assert LADDER[0] == 8 and set(np.diff(LADDER)) <= {4, 8, 16, 32} and np.all(np.diff(np.diff(LADDER)) >= 0)
