@@ -123,14 +123,15 @@ TILE = 64  # a 64 x 64 tile of the state (eps, Theta, Sigma) is 96 kB: it stays 
 
 
 @nb.njit(cache=True)
-def _tile_of(t, nt):
-    """Tile pair number t -> (bi, bj), bi <= bj, row-major over the upper tile triangle."""
-    bi = 0
+def upper_pair(t, n):
+    """Pair number t -> (i, j), i <= j, row-major over the upper triangle of an n x n
+    matrix (of tiles here, of images in the convolutional blocks)."""
+    i = 0
     rem = t
-    while rem >= nt - bi:
-        rem -= nt - bi
-        bi += 1
-    return bi, bi + rem
+    while rem >= n - i:
+        rem -= n - i
+        i += 1
+    return i, i + rem
 
 
 @nb.njit(cache=True)
@@ -450,7 +451,7 @@ def advance(act, sw2, sb2, plan, state, S, T, sym):
     ntiles = ntr * (ntr + 1) // 2 if sym else ntr * ntc
     for t in prange(ntiles):
         if sym:
-            bi, bj = _tile_of(t, ntr)
+            bi, bj = upper_pair(t, ntr)
         else:
             bi = t // ntc
             bj = t % ntc
@@ -478,6 +479,11 @@ def advance(act, sw2, sb2, plan, state, S, T, sym):
                            i0, i1, j0, j1)
 
 
+GRAM_ROWS = 32    # rows of A per task: their accumulators (32 x GRAM_COLS) stay in L2
+GRAM_COLS = 256   # columns per tile: one row of accumulators (2 kB) stays in L1
+GRAM_DEPTH = 128  # k per tile: the Bt tile (128 x 256, 256 kB) is reused by all 32 rows
+
+
 @nb.njit(cache=True, parallel=True)
 def gram(A, Bt, out):
     """out[i, j] = sum_k A[i, k] Bt[k, j], every entry summed in the order k = 0 .. d - 1.
@@ -487,18 +493,31 @@ def gram(A, Bt, out):
     does not promise that: it splits its output among threads by size, and the rows at the
     end of a thread's share go through edge kernels that round differently (measured: a
     1024-by-700 sub-block of a 3000 x 3000 product differed in 2760 entries).  The loop over
-    j vectorizes (no fastmath: each lane rounds as the scalar remainder does, no FMA)."""
-    d = A.shape[1]
+    j vectorizes (no fastmath: each lane rounds as the scalar remainder does, no FMA).
+
+    Tiled like a matrix product (``GRAM_ROWS`` x ``GRAM_COLS`` accumulators, ``GRAM_DEPTH``
+    terms at a time) so that a tile of Bt is read from cache by many rows instead of
+    streaming all of Bt from memory once per row; tiling in k keeps each entry's order,
+    because an entry's accumulator carries over from one k tile to the next.
+    """
+    n, d = A.shape
     nc = Bt.shape[1]
-    for i in prange(A.shape[0]):
-        row = out[i]
-        for j in range(nc):
-            row[j] = 0.0
-        for k in range(d):
-            a = A[i, k]
-            bk = Bt[k]
-            for j in range(nc):
-                row[j] += a * bk[j]
+    for t in prange((n + GRAM_ROWS - 1) // GRAM_ROWS):
+        i0 = t * GRAM_ROWS
+        i1 = min(n, i0 + GRAM_ROWS)
+        acc = np.empty((i1 - i0, GRAM_COLS))
+        for j0 in range(0, nc, GRAM_COLS):
+            w = min(GRAM_COLS, nc - j0)
+            acc[:, :] = 0.0
+            for k0 in range(0, d, GRAM_DEPTH):
+                for i in range(i1 - i0):
+                    row = acc[i]
+                    for k in range(k0, min(d, k0 + GRAM_DEPTH)):
+                        a = A[i0 + i, k]
+                        bk = Bt[k, j0:j0 + w]
+                        for j in range(w):
+                            row[j] += a * bk[j]
+            out[i0:i1, j0:j0 + w] = acc[:, :w]
 
 
 @nb.njit(cache=True, parallel=True)
