@@ -41,6 +41,7 @@ from numba import prange
 from ..core.gaussian import closed
 from ..core.gaussian.moments import pair as quad_pair
 from ..core.gaussian.hermite import mehler_stein
+from .blocks import upper_pair
 
 EXPECT_CLOSED = 0
 EXPECT_QUAD = 1
@@ -249,19 +250,6 @@ def _readout_and_rows(l, S, Th, out_s, out_t, tab, P, ii, jj):
 
 
 @nb.njit(cache=True)
-def _pair_of(t, nr, sym):
-    """Pair number t -> (i, j): row-major upper triangle (i <= j) when ``sym``, else all."""
-    if not sym:
-        return t // nr, t % nr
-    i = 0
-    rem = t
-    while rem >= nr - i:
-        rem -= nr - i
-        i += 1
-    return i, i + rem
-
-
-@nb.njit(cache=True)
 def _pair_diag(mode, act, x, y, vx, vy, tab, ii, jj, kx, ky, same_img, nbr, sw2, sb2, k2, C, out_s,
                out_t):
     """Flatten readout of one pair: mean_p of the pixel-diagonal Sigma^l, Theta^l, l = 1..L."""
@@ -343,7 +331,7 @@ def pair_kernels(mode, readout, act, Zr, Zc, Vr, Vc, tab, base_r, base_c, Kr, Kc
             work = np.empty((5, 1, 1))
         for t in range(ch * chunk, min(npairs, (ch + 1) * chunk)):
             if pairs == PAIRS_UPPER:
-                i, j = _pair_of(t, nr, True)
+                i, j = upper_pair(t, nr)
             elif pairs == PAIRS_DIAG:
                 i = t
                 j = t
