@@ -419,7 +419,7 @@ def test_gram_blocks_equal_the_whole_product():
     # thread's share round differently: its sub-blocks are not the whole product's blocks
     # (measured: 2760 entries of a 3000 x 3000 product blocked by 700).  The kernels' x.x'
     # is summed in one order per entry instead.
-    from meanfield.ntk.blocks import gram
+    from meanfield.ntk.gram import gram
 
     rng = np.random.default_rng(1)
     A = rng.normal(size=(701, 53))

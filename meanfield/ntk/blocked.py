@@ -74,7 +74,7 @@ def first_block(act, sw2, sb2, Z, shared, rows, cols):
 
     The norms that decide the shared-norm path (and its shared q^1) are those of all of Z,
     so ``setup`` sees the whole Z.  Each x.x' is summed in a fixed order whatever the block
-    (:func:`meanfield.ntk.blocks.gram`), so the block's layer 1 is that of the whole kernel
+    (:func:`meanfield.ntk.gram.gram`), so the block's layer 1 is that of the whole kernel
     bit for bit; the whole kernel's symmetrization (S + S^T)/2 changes nothing off the
     diagonal, since x_i.x_j and x_j.x_i are the same sum.
     """

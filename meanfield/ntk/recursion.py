@@ -47,6 +47,7 @@ from ..core.gaussian import closed
 from ..core.gaussian import hermite
 from ..core.gaussian.moments import moments1
 from . import blocks as K
+from .gram import gram, refine_eps
 
 # Relative agreement between the norms |x|^2/d for the shared-norm path: treating norms
 # that differ by this much as equal perturbs q^1 by less than the 1e-12 accuracy target.
@@ -379,7 +380,7 @@ def setup(act, sw2, sb2, Z, blocks) -> Recursion:
         # x.x' in a fixed order per entry (not BLAS): a block of the kernel computed on its
         # own (meanfield.kernels_to_store) then equals the whole kernel's bit for bit.
         G = np.empty((A.shape[0], B.shape[0]))
-        K.gram(A, np.ascontiguousarray(B.T), G)
+        gram(A, np.ascontiguousarray(B.T), G)
         sig1 = sw2 * G / d + sb2
         eps1 = None
         if shared:
@@ -388,7 +389,7 @@ def setup(act, sw2, sb2, Z, blocks) -> Recursion:
             eps1 = scale * (0.5 * (sq[rows][:, None] + sq[cols][None, :]) * d - G)
             # Where 1 - c < 1e-2 the Gram form above has lost up to 2 of its digits to
             # cancellation: those pairs are recomputed from x - x' directly.
-            K.refine_eps(A, B, eps1, scale, 1e-2)
+            refine_eps(A, B, eps1, scale, 1e-2)
             np.clip(eps1, 0.0, 2.0, out=eps1)
             if sym:
                 np.fill_diagonal(eps1, 0.0)
