@@ -331,6 +331,5 @@ def mehler_stein(ha, hb, K, a, b, s12, same, odd):
     D = D * c + ha[0] * hb[0]
     return D, Dp / r
 
-_project = project  # the name before the conv path shared it
 
 assert LADDER[0] == 8 and set(np.diff(LADDER)) <= {4, 8, 16, 32} and np.all(np.diff(np.diff(LADDER)) >= 0)
