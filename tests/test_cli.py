@@ -105,3 +105,13 @@ def test_console_entry_point_runs_as_module():
                            "--sb2", "0"], capture_output=True, text=True)
     assert proc.returncode == 2
     assert proc.stderr.strip() == "meanfield: error: sw2 must be >= 0, got -2"
+
+
+def test_command_list_keeps_acronyms(capsys):
+    with pytest.raises(SystemExit) as exc:
+        main(["--help"])
+    out = capsys.readouterr().out
+    assert exc.value.code == 0
+    # The one-line helps are lower-cased for argparse's style, but not an acronym.
+    assert "NTK condition number" in out and "nTK" not in out
+    assert "list the built-in activations" in out

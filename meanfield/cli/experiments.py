@@ -69,7 +69,7 @@ def _f(v):
 
 
 def run_simulate(args) -> int:
-    """Monte Carlo of finite-width random networks vs the mean-field theory.
+    """Finite-width random networks (Monte Carlo) vs the mean-field theory.
 
     Draw random fully connected networks of finite width and compare per layer q^l, c^l,
     E[delta^2] and the empirical NTK with the mean-field values (variances sw2, sb2;

@@ -234,7 +234,10 @@ def command(subparsers, name, func):
     """
     paragraphs = [" ".join(p.split()) for p in inspect.cleandoc(func.__doc__).split("\n\n")]
     head = paragraphs[0].rstrip(".")
-    p = subparsers.add_parser(name, help=head[:1].lower() + head[1:], description=paragraphs[1])
+    # argparse's help lines start in lower case; an acronym (NTK) keeps its capitals.
+    if not head.split()[0][1:].isupper():
+        head = head[:1].lower() + head[1:]
+    p = subparsers.add_parser(name, help=head, description=paragraphs[1])
     p.set_defaults(func=func)
     return p
 
