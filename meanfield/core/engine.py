@@ -8,6 +8,9 @@ for bit.
 
 from __future__ import annotations
 
+from concurrent.futures import ThreadPoolExecutor
+
+import numba
 import numpy as np
 
 from . import point as P
@@ -72,10 +75,18 @@ def compute_points(act: Activation, sw2, sb2, *, rho=1.0, q0=Q0, depth_constant=
     flat_b = sb2.reshape(-1)
     out = np.empty((flat_w.size, P.N_OUT))
     settings = P.Settings(float(rho), float(q0), float(depth_constant), float(critical_tol))
-    # Cost per point varies tenfold between phases; analyze_parallel interleaves the
-    # points across threads so each gets its share of the expensive ones.
-    kernel = P.analyze_parallel if parallel else P.analyze_serial
-    kernel(act.record, length_table(act), flat_w, flat_b, settings, out)
+    table = length_table(act)
+    nthreads = min(numba.get_num_threads(), -(-flat_w.size // P.BLOCK)) if parallel else 1
+    if nthreads <= 1:
+        P.analyze_blocks(act.record, table, flat_w, flat_b, settings, out, 0, 1)
+    else:
+        # Cost per point varies tenfold between phases and a grid's expensive points sit
+        # together: thread t takes the blocks t, t + nthreads, ... so each gets its share.
+        with ThreadPoolExecutor(nthreads) as pool:
+            jobs = [pool.submit(P.analyze_blocks, act.record, table, flat_w, flat_b, settings,
+                                out, t, nthreads) for t in range(nthreads)]
+            for job in jobs:
+                job.result()
     res = {name: out[:, i].reshape(shape).copy() for name, i in FIELDS.items()}
     res["phase"] = out[:, P.I_PHASE].astype(np.int8).reshape(shape)
     res["status"] = out[:, P.I_STATUS].astype(np.int8).reshape(shape)

@@ -221,28 +221,25 @@ def analyze_point(act, table, sw2, sb2, settings, out):
     out[I_DEPTH] = settings.depth_constant * xic
 
 
-@nb.njit(cache=True)
-def analyze_serial(act, table, sw2, sb2, settings, out):
-    """analyze_point over flat arrays sw2, sb2 (same length); out has shape (n, N_OUT)."""
-    for i in range(sw2.shape[0]):
-        analyze_point(act, table, sw2[i], sb2[i], settings, out[i])
+# Points per block of :func:`analyze_blocks`: big enough that threads never write to the same
+# cache line of ``out``, small enough that a grid's expensive points (chaotic, near-critical,
+# sitting together at large sw2) are dealt out evenly across threads.
+BLOCK = 64
 
 
-_GRID_STRIDE = 4096
+@nb.njit(cache=True, nogil=True)
+def analyze_blocks(act, table, sw2, sb2, settings, out, first, step):
+    """analyze_point over flat arrays sw2, sb2 (same length; out has shape (n, N_OUT)) in
+    blocks of BLOCK points: the blocks first, first + step, first + 2 step, ...
 
-
-@nb.njit(cache=True, parallel=True)
-def analyze_parallel(act, table, sw2, sb2, settings, out):
-    """Parallel variant of :func:`analyze_serial`; each iteration writes only its rows.
-
-    prange splits its range into one contiguous block per thread, and a grid's chaotic
-    points (5-10x the work of ordered ones) sit together at large sw2: iteration k takes
-    the points k, k + STRIDE, k + 2 STRIDE, ... so every thread gets a fair sample.
+    Releases the GIL, so ``step`` threads with ``first = 0 .. step - 1`` share a grid
+    (:func:`meanfield.core.engine.compute_points`); each writes only its own rows.  Plain
+    threads instead of ``prange`` because a parallel loop around this call tree costs
+    about a fifth more compile time on the first call, and its idle worker threads spin.
     """
     n = sw2.shape[0]
-    stride = min(n, _GRID_STRIDE)
-    for k in nb.prange(stride):
-        for i in range(k, n, stride):
+    for b in range(first, (n + BLOCK - 1) // BLOCK, step):
+        for i in range(b * BLOCK, min(n, (b + 1) * BLOCK)):
             analyze_point(act, table, sw2[i], sb2[i], settings, out[i])
 
 
