@@ -6,7 +6,7 @@ Usage::
 
 Runs a tanh sweep of N x N points (sw2 in [0.05, 5], sb2 in [0, 2]) into a temporary zarr
 store on a local cluster of W single-threaded worker processes, and ``phase_diagram`` (Numba
-``prange`` on all cores, in memory) on a subset of the same points: every k-th sw2 row,
+threads on all cores, in memory) on a subset of the same points: every k-th sw2 row,
 all sb2 values, so the subset samples ordered and chaotic points in the same proportions.
 Reports per-point throughput of both, their ratio, peak resident memory of the whole
 process tree (this process plus the cluster's processes, sampled every 0.1 s), and checks

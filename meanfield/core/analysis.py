@@ -206,7 +206,8 @@ def phase_diagram(activation, sw2, sb2, *, rho=1.0, q0=Q0, depth_constant=DEPTH_
     rho, q0, depth_constant, critical_tol
         As in :func:`analyze`.
     parallel : bool, default True
-        Use all cores (Numba ``prange``); results are identical bit for bit either way.
+        Use all Numba threads (``numba.get_num_threads()``); results are identical bit
+        for bit either way.
 
     Returns
     -------
