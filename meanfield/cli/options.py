@@ -10,12 +10,12 @@ import argparse
 import contextlib
 import inspect
 import math
-import os
 import sys
 import threading
 
 from ..core.vocabulary import DEPTH_CONSTANT, Q0
 from ..core.budget import check_memory
+from ..progress import bar, quiet
 
 
 class UsageError(Exception):
@@ -111,23 +111,15 @@ def check_grid(counts, bytes_per_point, what):
     check_memory(n * bytes_per_point, f"{what} ({n} points)")
 
 
-def _quiet():
-    """MEANFIELD_NO_PROGRESS=1 turns every progress display off (scripts, the test suite)."""
-    return os.environ.get("MEANFIELD_NO_PROGRESS", "") not in ("", "0")
-
-
 def show_progress(requested=True) -> bool:
     """Whether a command's own progress bar should show (not with MEANFIELD_NO_PROGRESS)."""
-    return bool(requested) and not _quiet()
+    return bool(requested) and not quiet()
 
 
 def progress(iterable=None, total=None, desc=None, unit="it"):
     """A tqdm bar on stderr that appears only if the work takes over a second and is
     erased when it ends, so stdout stays a clean table."""
-    from tqdm import tqdm
-
-    return tqdm(iterable, total=total, desc=desc, unit=unit, delay=1.0, leave=False,
-                file=sys.stderr, dynamic_ncols=True, disable=_quiet())
+    return bar(iterable, total=total, desc=desc, unit=unit)
 
 
 @contextlib.contextmanager
@@ -135,7 +127,7 @@ def busy(desc):
     """A progress line (elapsed time) for work that has no count, shown after a second."""
     from tqdm import tqdm
 
-    if _quiet():
+    if quiet():
         yield
         return
     done = threading.Event()

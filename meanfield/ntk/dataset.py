@@ -15,6 +15,7 @@ from ..core import validate as V
 from ..core.budget import BudgetError, check_memory
 from ..core.activation import activation_attrs
 from ..core.vocabulary import CONVENTIONS, attrs, described
+from ..progress import bar
 from .conv import conv_kernels
 from .depths import select_depths
 from .recursion import Block, Recursion, setup
@@ -61,7 +62,7 @@ def depth_coord(L):
 
 
 def kernels(X, activation, sw2, sb2, depth, X2=None, architecture=None,
-            depths=None) -> xr.Dataset:
+            depths=None, progress=True) -> xr.Dataset:
     """NNGP and NTK kernels of every layer l = 1..depth, in one pass over depths.
 
     Implements (docs/theory.md, "Kernels on a data set")::
@@ -92,6 +93,9 @@ def kernels(X, activation, sw2, sb2, depth, X2=None, architecture=None,
         Keep only these depths (within 1..depth; default all).  The recursion still runs
         through every layer up to the deepest one requested, but holds only a few n x m
         arrays besides the kept ones: memory 2 K n m doubles for K kept depths.
+    progress : bool, default True
+        Show a progress bar over layers (stderr) when the work takes over a second
+        (fully connected networks; ``MEANFIELD_NO_PROGRESS=1`` turns it off everywhere).
 
     Returns
     -------
@@ -144,19 +148,24 @@ def kernels(X, activation, sw2, sb2, depth, X2=None, architecture=None,
                           f"computes them block by block into a zarr store on disk (CLI: "
                           f"meanfield kernel ... --store k.zarr{cli})") from None
     rec = setup(act, sw2, sb2, Z, blocks)
-    if keep is None:
-        S = np.empty((L, m, n))
-        T = np.empty((L, m, n))
-        rec.compute(L, [(S, T)])
-        dcoord = depth_coord(L)
-    else:
-        S = np.empty((keep.size, m, n))
-        T = np.empty((keep.size, m, n))
-        slot = {int(d): k for k, d in enumerate(keep)}
-        for l in rec.iterate(int(keep[-1])):
-            if l in slot:
-                S[slot[l]], T[slot[l]] = rec.blocks[0].sig, rec.blocks[0].th
-        dcoord = ("depth", keep, attrs("depth"))
+    deepest = L if keep is None else int(keep[-1])
+    with bar(total=deepest - 1, desc=f"{act.name} kernels", unit="layer",
+             enabled=progress) as layers:
+        if keep is None:
+            S = np.empty((L, m, n))
+            T = np.empty((L, m, n))
+            rec.compute(L, [(S, T)], progress=None if layers.disable else layers.update)
+            dcoord = depth_coord(L)
+        else:
+            S = np.empty((keep.size, m, n))
+            T = np.empty((keep.size, m, n))
+            slot = {int(d): k for k, d in enumerate(keep)}
+            for l in rec.iterate(deepest):
+                if l in slot:
+                    S[slot[l]], T[slot[l]] = rec.blocks[0].sig, rec.blocks[0].th
+                if l > 1:
+                    layers.update(1)
+            dcoord = ("depth", keep, attrs("depth"))
     row = "X2" if X2 is not None else "X"
     return kernel_dataset(S, T, dcoord, row, global_attrs(act, sw2, sb2, rec,
                                                          f"NNGP and NTK kernels: {act.name}"))

@@ -35,6 +35,7 @@ How the expectations are computed
 from __future__ import annotations
 
 import math
+import time
 import warnings
 from dataclasses import dataclass, field
 
@@ -58,6 +59,8 @@ SHARED_NORM_RTOL = 1e-13
 CHEB_RTOL = 1e-13
 CHEB_N0 = 16
 CHEB_NMAX = 4096
+# With a progress callback, Recursion.compute reports about this often (seconds).
+PROGRESS_SECONDS = 0.5
 
 _EMPTY = np.empty(0)
 _EMPTY2 = np.empty((0, 0))
@@ -337,11 +340,14 @@ class Recursion:
         K.advance(self.rec, self.sw2, self.sb2, plan, blk.state, S, T, blk.sym)
         self.fallback_pairs += int(plan.fallback.sum())
 
-    def compute(self, depth, store):
+    def compute(self, depth, store, progress=None):
         """Fill ``store`` = [(Sigma (L, nr, nc), Theta (L, nr, nc)) per block] for depths 1..L.
 
         The scalar (or per-point) length recursion runs first; then one kernel call per
-        block goes through all layers tile by tile.
+        block goes through all layers tile by tile.  With ``progress`` (a callable taking
+        a number of layers done) the layers go in chunks sized to report about every
+        PROGRESS_SECONDS; values are the same bit for bit (the block state is carried in
+        place from chunk to chunk).
         """
         steps = []
         q, qz = self.q, self.qz
@@ -351,8 +357,20 @@ class Recursion:
             q, qz = s.q_next, s.q_points_next
         for blk, (S, T) in zip(self.blocks, store):
             S[0], T[0] = blk.sig, blk.th
-            if steps:
-                self._advance(steps, blk, S[1:], T[1:])
+            done = 0
+            chunk = len(steps) if progress is None else 1
+            while done < len(steps):
+                k = min(chunk, len(steps) - done)
+                t0 = time.perf_counter()
+                self._advance(steps[done:done + k], blk, S[1 + done:1 + done + k],
+                              T[1 + done:1 + done + k])
+                done += k
+                if progress is not None:
+                    progress(k)
+                    # Many layers per call keep a tile in cache across them (a call per
+                    # layer costs 2-3x for erf); grow the chunk to the reporting interval.
+                    per_layer = max((time.perf_counter() - t0) / k, 1e-9)
+                    chunk = max(1, int(PROGRESS_SECONDS / per_layer))
 
     def iterate(self, depth):
         """Yield l = 1..depth with every block's ``sig``/``th`` at depth l, updated in place
