@@ -78,7 +78,10 @@ def _diagram(args, sw2, sb2):
     kw = dict(rho=args.rho, q0=args.q0, depth_constant=args.depth_constant)
     rows = max(1, BLOCK_POINTS // sb2.size)
     if sw2.size <= rows:
-        return mf.phase_diagram(args.activation, sw2, sb2, **kw)
+        # A small diagram takes well under a second once compiled; a line appears only
+        # on a first run, while Numba compiles the solvers (about a minute, then cached).
+        with busy("diagram (the first run compiles the solvers)"):
+            return mf.phase_diagram(args.activation, sw2, sb2, **kw)
     mf.get_activation(args.activation)  # an unknown name fails before the bar appears
     starts = np.arange(0, sw2.size, rows)
     with progress(total=sw2.size * sb2.size, desc="diagram", unit="point") as bar:
