@@ -90,19 +90,59 @@ def test_fallback_triggers_near_c_one_and_stays_accurate():
 def test_softplus_unbounded_phase_deep_matches_independent_rule():
     # The point of issue 14's benchmark, (2, 0.05): softplus is in its unbounded phase
     # (mf.analyze: q^l grows without bound, c^l -> 1), so past a few layers every pair sits
-    # at c ~ 1 - 1e-4 with q ~ 10-15, where the Mehler series' bound fails (today the exact
-    # 2-D rule runs for those pairs).
+    # at c ~ 1 - 1e-4 (depth 20) to 1 - 1e-5 (depth 50) with q ~ 10-26, where the Mehler
+    # series' bound fails; the Taylor series about c = 1 takes them (before it, the exact
+    # 2-D rule ran for every such pair).
     X = _raw_inputs(4)
-    L = 20
+    L = 50
     ds = kernels(X, "softplus", 2.0, 0.05, L)
     assert ds.attrs["shared_norm"] == 0
-    S = ds.nngp.values[-1]
+    # At most a pair or two in the layers between the two series' reach (measured: one,
+    # at depth 9 with c = 0.977, too far from 1 for the Taylor bound and too close for the
+    # Mehler one) takes the exact rule; before the Taylor path every pair of every layer
+    # from depth ~6 did (over 600 of the 735 pair-layers).
+    assert "Taylor" in ds.attrs["method"] and ds.attrs["pairs_exact_fallback"] <= 2
+    S = ds.nngp.values[19]
     c = S / np.sqrt(np.outer(np.diag(S), np.diag(S)))
     # the regime the test is about (whatever method a faster path uses there)
     assert np.min(c) > 0.999 and np.min(np.diag(S)) > 8.0
+    S = ds.nngp.values[-1]
+    assert np.min(S / np.sqrt(np.outer(np.diag(S), np.diag(S)))) > 1 - 1e-4
     Sr, Tr = _gl_recursion(X, 2.0, 0.05, L, "softplus")
     assert _scaled_err(ds.nngp.values, Sr) < 1e-9
     assert _scaled_err(ds.ntk.values, Tr) < 1e-9
+    # every depth on its own scale, not only the deepest (which dominates the max)
+    for l in (5, 10, 20, 35):
+        assert _scaled_err(ds.nngp.values[l], Sr[l]) < 1e-9
+        assert _scaled_err(ds.ntk.values[l], Tr[l]) < 1e-9
+
+
+def _near_inputs(seed, n=5, d=6, spread=1e-6):
+    """Nearly equal directions: one base vector scaled to norms 0.8..1.25 (inputs differing
+    in norm only) plus perturbations of relative size ``spread``."""
+    rng = np.random.default_rng(seed)
+    base = rng.standard_normal(d)
+    X = base[None, :] * np.linspace(0.8, 1.25, n)[:, None]
+    return X + spread * rng.standard_normal((n, d))
+
+
+# Depth 50 in the three phases of softplus at sb2 = 0.3 (ordered: c^l -> 1 at a finite q*,
+# pairs near c = 1 as deep as in the unbounded phase), and inputs differing only in norm.
+@pytest.mark.parametrize("phase", ["ordered", "critical", "chaotic"])
+@pytest.mark.parametrize("inputs", ["raw", "near"])
+def test_softplus_depth_50_three_phases(phase, inputs):
+    sb2 = 0.3
+    crit = critical_sw2("softplus", sb2)
+    if not np.isfinite(crit):
+        crit = 1.0
+    sw2 = {"ordered": 0.7, "critical": 1.0, "chaotic": 1.6}[phase] * crit
+    X = _raw_inputs(6) if inputs == "raw" else _near_inputs(6)
+    L = 50
+    ds = kernels(X, "softplus", sw2, sb2, L)
+    Sr, Tr = _gl_recursion(X, sw2, sb2, L, "softplus")
+    for l in (1, 4, 12, 30, 49):
+        assert _scaled_err(ds.nngp.values[l], Sr[l]) < 1e-9, (phase, l)
+        assert _scaled_err(ds.ntk.values[l], Tr[l]) < 1e-9, (phase, l)
 
 
 @pytest.mark.parametrize("name", ["tanh", "softplus"])

@@ -16,6 +16,9 @@ core needs to integrate it exactly (docs/theory.md, "Numerics"):
   when sigma_b^2 = 0.
 * ``slopes``: the limits phi'(+inf), phi'(-inf) for activations that grow linearly, used
   for chi_1 when the length map has no finite fixed point.
+* ``derivatives`` (optional): phi^(k) for every k in closed form (the logistic family);
+  it enables the Taylor expansion about c = 1 of the raw-input kernels
+  (:mod:`meanfield.ntk.taylor`).  None for the others.
 
 :meth:`Activation.record` hands the same facts to the jitted code as one
 :data:`~meanfield.core.functions.ActRecord`.  Users add their own activations with
@@ -79,6 +82,9 @@ class Activation:
         Human-readable definition.
     ufn : numba cfunc
         ``ufn(x, a, b) -> (phi(x), phi'(x))`` for custom activations.
+    derivatives : callable or None
+        ``derivatives(x, kmax) -> ndarray (kmax + 1, x.size)`` with row k = phi^(k)(x),
+        exact in closed form; None when not known.
     """
 
     name: str
@@ -92,6 +98,7 @@ class Activation:
     slopes: tuple = (math.nan, math.nan)
     formula: str = ""
     ufn: Callable = field(default=no_custom, repr=False, compare=False)
+    derivatives: Callable | None = field(default=None, repr=False, compare=False)
 
     @property
     def parameters(self) -> dict:
@@ -156,11 +163,11 @@ def _make_builtins():
 
     def softplus():
         return Activation("softplus", K_SOFTPLUS, quad_kappa=_KAPPA_POLE_PI, slopes=(1.0, 0.0),
-                          formula="log(1 + exp(x))")
+                          formula="log(1 + exp(x))", derivatives=softplus_derivatives)
 
     def sigmoid():
         return Activation("sigmoid", K_SIGMOID, quad_kappa=_KAPPA_POLE_PI, slopes=(0.0, 0.0),
-                          formula="1 / (1 + exp(-x))")
+                          formula="1 / (1 + exp(-x))", derivatives=sigmoid_derivatives)
 
     def erf():
         return Activation("erf", K_ERF, closed_form=CF_ERF, quad_kappa=0.35, odd=True,
@@ -180,6 +187,57 @@ def _make_builtins():
 
     return {f.__name__: f for f in (tanh, relu, leaky_relu, elu, selu, gelu, silu, softplus,
                                      sigmoid, erf, sin, linear, hard_tanh)}
+
+
+def _eulerian(n):
+    """Eulerian numbers A(n, k), k = 0..n - 1 (exact in float64 for n <= 18)."""
+    row = np.array([1.0])
+    for m in range(2, n + 1):
+        k = np.arange(m)
+        prev = np.concatenate([row, [0.0]])
+        shifted = np.concatenate([[0.0], row])
+        row = (k + 1) * prev + (m - k) * shifted
+    return row
+
+
+def sigmoid_derivatives(x, kmax):
+    """sigma^(k)(x), k = 0..kmax, for sigma(x) = 1 / (1 + e^-x), as rows of a (kmax + 1, x.size)
+    array.  With s = sigma(x), t = sigma(-x) = 1 - s::
+
+        sigma^(n)(x) = sum_{k=0}^{n-1} (-1)^k A(n, k) s^(k+1) t^(n-k),   n >= 1,
+
+    A(n, k) the Eulerian numbers.  s and t are each formed without cancellation, so for
+    large |x| the dominant term keeps its relative digits (sigma^(n) ~ +-e^(-|x|)).
+    """
+    x = np.asarray(x, dtype=np.float64).reshape(-1)
+    s = np.exp(-np.logaddexp(0.0, -x))
+    t = np.exp(-np.logaddexp(0.0, x))
+    out = np.empty((kmax + 1, x.size))
+    out[0] = s
+    # Powers by repeated products: np.power per term made this O(kmax^2) pow calls.
+    sp = np.empty((kmax + 1, x.size))
+    tp = np.empty((kmax + 1, x.size))
+    sp[0] = s
+    tp[0] = t
+    for j in range(1, kmax + 1):
+        sp[j] = sp[j - 1] * s
+        tp[j] = tp[j - 1] * t
+    for n in range(1, kmax + 1):
+        acc = np.zeros_like(x)
+        for k, a in enumerate(_eulerian(n)):
+            acc += ((-1.0) ** k * a) * sp[k] * tp[n - k - 1]
+        out[n] = acc
+    return out
+
+
+def softplus_derivatives(x, kmax):
+    """softplus^(k)(x) = log(1 + e^x), then sigma^(k-1)(x) (:func:`sigmoid_derivatives`), k = 0..kmax."""
+    x = np.asarray(x, dtype=np.float64).reshape(-1)
+    out = np.empty((kmax + 1, x.size))
+    out[0] = np.logaddexp(0.0, x)
+    if kmax >= 1:
+        out[1:] = sigmoid_derivatives(x, kmax - 1)
+    return out
 
 
 def _check_param(name, value, positive=False):

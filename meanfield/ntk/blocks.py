@@ -39,6 +39,7 @@ from ..core.functions import CF_ERF, CF_GELU, CF_RELU
 from ..core.gaussian import closed
 from ..core.gaussian.hermite import RTOL as HERM_RTOL
 from ..core.gaussian.moments import moments2, pair
+from . import taylor as TY
 
 MODE_GENERAL = 0
 MODE_SHARED_CLOSED = 1
@@ -50,7 +51,8 @@ MODE_GENERAL_HERMITE = 5
 LayerPlan = namedtuple("LayerPlan", ["mode", "q", "q_next", "m_phi2", "coef1", "coef2", "n_coef",
                                      "q_rows", "q_cols", "herm_n", "ladder", "a_rows", "b_rows",
                                      "a_cols", "b_cols", "tau_rows", "tau_cols", "fg_rows",
-                                     "fg_cols", "fallback"])
+                                     "fg_cols", "fallback", "tay_k", "tay_m", "tay_u", "tay_t",
+                                     "tay_sdr", "tay_spr", "tay_sdc", "tay_spc", "tay_e", "taylor"])
 LayerPlan.__doc__ = """K layers of the recursion, one entry (or row) per layer k.
 
 mode : int64[K]
@@ -76,6 +78,9 @@ fg_rows, fg_cols : float64[K, n, 2]
     Exact E phi^2, E phi'^2 per point (the diagonal).
 fallback : int64[tiles]
     Out: pairs x layers of each tile computed by the exact 2-D rule (bound not met).
+tay_* : the Taylor data about c = 1 per layer, see :func:`meanfield.ntk.taylor.row_in_tile`.
+taylor : int64[tiles]
+    Out: pairs x layers of each tile computed by that Taylor series.
 """
 BlockState = namedtuple("BlockState", ["sig", "th", "eps"])
 BlockState.__doc__ = """Sigma^l, Theta^l and eps^l = 1 - c^l (shared modes) of a block, updated in place."""
@@ -285,7 +290,9 @@ def _tile_general_closed(k, act, sw2, sb2, qr, qc, sig, th, S, T, sym, i0, i1, j
 def _tile_hermite(k, act, sw2, sb2, plan, sig, th, S, T, sym, i0, i1, j0, j1, tile):
     """MODE_GENERAL_HERMITE: Mehler sums per pair, Horner in c vectorized along a row of
     the tile, each pair truncated at its own order (the terms above it enter as exact
-    zeros); the exact 2-D rule where no order of the ladder meets the bound.
+    zeros); where no order of the ladder meets the bound, the Taylor series about c = 1
+    if the layer has one and its bound is met (:func:`taylor.row_in_tile`), else the
+    exact 2-D rule.
 
     The loops run over row views indexed from 0 (see :func:`_tile_general_fast`: an
     index ``j0 + t`` of unknown sign makes Numba's wraparound check gather element by
@@ -318,6 +325,11 @@ def _tile_hermite(k, act, sw2, sb2, plan, sig, th, S, T, sym, i0, i1, j0, j1, ti
     accd0 = np.empty(nj)
     accp0 = np.empty(nj)
     nfb = 0
+    ntay = 0
+    sqc0 = np.sqrt(np.maximum(qcv, 0.0))
+    wk = np.empty((9, nj))  # Taylor: x, sums D and P, scratch
+    want0 = np.empty(nj, dtype=np.bool_)
+    kt0 = np.empty(nj, dtype=np.int64)
     for i in range(i0, i1):
         jb = max(i, j0) if sym else j0
         b0 = jb - j0
@@ -378,6 +390,9 @@ def _tile_hermite(k, act, sw2, sb2, plan, sig, th, S, T, sym, i0, i1, j0, j1, ti
             nrow = max(nrow, npair[t])
         if sym and jb == i:
             npair[0] = -1  # the diagonal: exact moments below
+        kt = kt0[:mm]
+        TY.row_in_tile(plan, k, i, jb, j1, cv, npair, math.sqrt(max(qr[i], 0.0)), sqc0[b0:],
+                       sym and jb == i, kt, wk[:, :mm], want0[:mm])
         for n in range(nrow, -1, -1):
             ai = Ar[n, i]
             bi = Br[n, i]
@@ -395,6 +410,10 @@ def _tile_hermite(k, act, sw2, sb2, plan, sig, th, S, T, sym, i0, i1, j0, j1, ti
             elif npair[t] >= 0:
                 D = accd[t]
                 Dp = accp[t]
+            elif kt[t] >= 0:
+                D = wk[1, t]
+                Dp = wk[2, t]
+                ntay += 1
             else:
                 D, Dp = pair(act, qr[i], qc[j], srow[t], False)
                 nfb += 1
@@ -404,6 +423,7 @@ def _tile_hermite(k, act, sw2, sb2, plan, sig, th, S, T, sym, i0, i1, j0, j1, ti
             trow[t] = tv
             _put(k, i, j, sv, tv, S, T, sym)
     plan.fallback[tile] += nfb
+    plan.taylor[tile] += ntay
 
 
 @nb.njit(cache=True)

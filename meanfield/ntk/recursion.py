@@ -20,8 +20,12 @@ How the expectations are computed
   sum_n a_n(q_i) a_n(q_j) c^n, truncated at the first order N of ``hermite.LADDER`` whose
   Cauchy-Schwarz tail bound |c|^(N+1) sqrt(T_i T_j) is below ``hermite.RTOL`` relative
   to the pair's scale; pairs where no order meets it (c near +-1 with slowly decaying
-  coefficients) take the exact 2-D quadrature (:func:`meanfield.core.gaussian.moments.pair`),
-  counted in the dataset attribute ``pairs_exact_fallback``.
+  coefficients) take, for activations with closed-form derivatives of every order (the
+  logistic family), the Taylor series about c = 1 (:mod:`meanfield.ntk.taylor`: its
+  coefficients are 1-D integrals at c = 1, interpolated in the two variances, with a
+  Lagrange remainder bound), and where that bound is not met either, the exact 2-D
+  quadrature (:func:`meanfield.core.gaussian.moments.pair`), counted in the dataset
+  attribute ``pairs_exact_fallback``.
 * All inputs of one norm (|x|^2/d equal to 1e-13 relative): at every depth all pairs
   share one variance q^l and each pair is described by eps = 1 - c, carried directly so
   that nearly equal inputs keep their digits.  Closed forms as above; for smooth
@@ -48,6 +52,7 @@ from ..core.gaussian import closed
 from ..core.gaussian import hermite
 from ..core.gaussian.moments import moments1
 from . import blocks as K
+from . import taylor
 from .gram import gram, refine_eps
 
 # Relative agreement between the norms |x|^2/d for the shared-norm path: treating norms
@@ -94,7 +99,10 @@ class LayerStep:
     m_phi2 : float
         E phi^2 at q (shared norm).
     coef1, coef2 : ndarray
-        Closed-form constants, or Chebyshev coefficients of Delta/(1 - c) and E phi'phi'.
+        Closed-form constants, or Chebyshev coefficients of Delta/(1 - c) and E phi'phi';
+        in MODE_GENERAL_HERMITE ``coef1`` is the Taylor table of the layer
+        (:func:`meanfield.ntk.taylor.build_table`, empty without one), kept in this
+        per-layer vector so that every path that stores or restricts steps keeps it.
     q_points, q_points_next : ndarray
         Per-point variances at depth l and l + 1 (unequal norms).
     herm_a, herm_b, herm_tau, herm_fg : ndarray
@@ -156,6 +164,43 @@ def _herm_fields(steps, blk):
     return hn, a_r, b_r, a_c, b_c, tau_r, tau_c, fg_r, fg_c
 
 
+def _taylor_fields(steps, blk):
+    """Taylor arrays of the plan for one block (:func:`taylor.row_in_tile`): the per-input
+    data of each layer's table at the block's rows and columns, zero-sized without tables."""
+    n = len(steps)
+    dims = [taylor.table_dims(s.coef1) if s.mode == K.MODE_GENERAL_HERMITE else (0, 0)
+            for s in steps]
+    kmax = max([d[0] for d in dims], default=0)
+    M = max([d[1] for d in dims], default=0)
+    nr, nc = (blk.rows.size, blk.cols.size) if kmax else (0, 0)
+    tk = np.array([d[0] for d in dims], dtype=np.int64)
+    tm = np.array([d[1] for d in dims], dtype=np.int64)
+    U = np.zeros((n, kmax + 1, M, nr))
+    T = np.zeros((n, M, nc))
+    sd = [np.zeros((n, kmax + 1, m)) for m in (nr, nr, nc, nc)]
+    E = np.zeros((n, 2, kmax + 1))
+    for k, (s, (km, Mk)) in enumerate(zip(steps, dims)):
+        if km == 0:
+            continue
+        tab = s.coef1
+        for pts, a, b in ((blk.rows, 0, 1), (blk.cols, 2, 3)):
+            Uk = np.empty((km + 1, Mk, pts.size))
+            Tk = np.empty((Mk, pts.size))
+            d1 = np.empty((km + 1, pts.size))
+            d2 = np.empty((km + 1, pts.size))
+            taylor.point_data(tab, s.q_points[pts], s.herm_fg[pts], Uk, Tk, d1, d2)
+            if a == 0:
+                U[k, :km + 1, :Mk] = Uk
+            else:
+                T[k, :Mk] = Tk
+            sd[a][k, :km + 1] = d1
+            sd[b][k, :km + 1] = d2
+        h = taylor.HEAD
+        E[k, 0, :km + 1] = tab[h:h + km + 1] / tab[4]
+        E[k, 1, :km + 1] = tab[h + 1:h + km + 2] / tab[5]
+    return tk, tm, U, T, sd[0], sd[1], sd[2], sd[3], E
+
+
 def _n_tiles(blk):
     nr = (blk.rows.size + K.TILE - 1) // K.TILE
     nc = (blk.cols.size + K.TILE - 1) // K.TILE
@@ -176,10 +221,12 @@ def _plan(steps, blk, general):
     q_rows = np.array([s.q_points[blk.rows] for s in steps]) if general else np.zeros((n, 0))
     q_cols = np.array([s.q_points[blk.cols] for s in steps]) if general else np.zeros((n, 0))
     hf = _herm_fields(steps, blk)
+    tf = _taylor_fields(steps, blk)
     return K.LayerPlan(np.array([s.mode for s in steps], dtype=np.int64),
                        np.array([s.q for s in steps]), np.array([s.q_next for s in steps]),
                        np.array([s.m_phi2 for s in steps]), c1, c2, lens, q_rows, q_cols,
-                       hf[0], hermite.LADDER, *hf[1:], np.zeros(_n_tiles(blk), dtype=np.int64))
+                       hf[0], hermite.LADDER, *hf[1:], np.zeros(_n_tiles(blk), dtype=np.int64),
+                       *tf, np.zeros(_n_tiles(blk), dtype=np.int64))
 
 
 def _cheb_coef(v):
@@ -212,6 +259,7 @@ class Recursion:
         self.modes_used = set()
         self.warned = False
         self.fallback_pairs = 0  # pairs x layers computed by the exact rule (Hermite mode)
+        self.taylor_pairs = 0  # pairs x layers computed by the Taylor series about c = 1
         self.hermite_terms = []  # Hermite orders N per depth (Hermite mode)
         if not shared:
             if act.closed_form != CF_NONE:
@@ -240,7 +288,9 @@ class Recursion:
         names = {K.MODE_GENERAL: "per-pair covariance: 2-D quadrature",
                  K.MODE_GENERAL_CLOSED: "per-pair covariance: closed form",
                  K.MODE_GENERAL_HERMITE: ("per-pair covariance: per-input Hermite (Mehler) "
-                                          "series, exact 2-D quadrature where its bound is not met"),
+                                          "series, " + ("Taylor series about c = 1 and "
+                                                        if self.act.derivatives else "")
+                                          + "exact 2-D quadrature where its bound is not met"),
                  K.MODE_SHARED_CLOSED: "shared norm: closed form",
                  K.MODE_SHARED_CHEB: "shared norm: Chebyshev interpolant in c of 2-D quadratures",
                  K.MODE_SHARED_QUAD: "shared norm: 2-D quadrature per pair"}
@@ -314,17 +364,28 @@ class Recursion:
     def _general_step(self, qz):
         """The layer from the per-point variances qz to the next."""
         if self.mode == K.MODE_GENERAL_HERMITE:
-            N = hermite.N_DEFAULT
+            # With closed-form derivatives the Taylor series takes the pairs near c = 1, but
+            # only once |x| = (1 - c) sqrt(q_i q_j) is small (its remainder grows like
+            # K! (|x| / pi^2)^K for the logistic family); the longest series of the ladder
+            # covers the layers in between (measured, softplus at (2, 0.05): N = 64 leaves
+            # every pair of depths 5-8 to the exact rule, N = 128 none).
+            N = hermite.LADDER[-1] if self.act.derivatives is not None else hermite.N_DEFAULT
             n = qz.size
             A = np.empty((N + 1, n))
             B = np.empty((N + 1, n))
             tau = np.empty((n, 2, hermite.LADDER.size))
             fg = np.empty((n, 2))
-            hermite.coefficients_fast(self.rec, qz, N, hermite.LADDER, A, B, tau, fg)
+            # At N = 128 the default grid reaches |z| = 2 sqrt(N + 1) + 4 = 26.7; by Cramer's
+            # inequality (hermite.hermite_grid) the integrand past |z| = 14 is below
+            # (sqrt(q) |z| + 1) e^(-z^2 / 4) < 1e-19 for the logistic family (|phi| grows at
+            # most linearly), so the shorter grid halves the cost at no loss.
+            zmax = 14.0 if N > hermite.N_DEFAULT else None
+            hermite.coefficients_fast(self.rec, qz, N, hermite.LADDER, A, B, tau, fg, zmax)
             self.hermite_terms.append(N)
             # sw2 E phi^2 + sb2 from the same value as diag_step: the length map bit for bit.
             qzn = self.sw2 * fg[:, 0] + self.sb2
-            return LayerStep(self.mode, self.q, 0.0, 0.0, _EMPTY, _EMPTY, qz, qzn, A, B, tau, fg)
+            tab = taylor.build_table(self.act, qz, fg[:, 0], fg[:, 1])
+            return LayerStep(self.mode, self.q, 0.0, 0.0, tab, _EMPTY, qz, qzn, A, B, tau, fg)
         qzn = np.empty_like(qz)
         K.diag_step(self.rec, self.sw2, self.sb2, qz, qzn, np.empty_like(qz))
         return LayerStep(self.mode, self.q, 0.0, 0.0, _EMPTY, _EMPTY, qz, qzn)
@@ -339,6 +400,7 @@ class Recursion:
         plan = _plan(steps, blk, not self.shared)
         K.advance(self.rec, self.sw2, self.sb2, plan, blk.state, S, T, blk.sym)
         self.fallback_pairs += int(plan.fallback.sum())
+        self.taylor_pairs += int(plan.taylor.sum())
 
     def compute(self, depth, store, progress=None):
         """Fill ``store`` = [(Sigma (L, nr, nc), Theta (L, nr, nc)) per block] for depths 1..L.

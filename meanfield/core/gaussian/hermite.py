@@ -276,15 +276,16 @@ def hermite_grid(kappa, qmax, N, zmax=None):
     return z, H
 
 
-def coefficients_fast(act, q, N, ladder, A, B, tau, FG):
+def coefficients_fast(act, q, N, ladder, A, B, tau, FG, zmax=None):
     """:func:`coefficients` for a smooth phi (no kinks) on one trapezoid grid shared by all
-    points, the step set by the largest variance (:func:`hermite_grid`): the Hermite
-    recurrence runs once, and each point's coefficients are dot products A[:, i] = H phi_i."""
+    points, the step set by the largest variance (:func:`hermite_grid`, with its ``zmax``):
+    the Hermite recurrence runs once, and each point's coefficients are dot products
+    A[:, i] = H phi_i."""
     if act.kinks.shape[0] > 0:
         coefficients(act, q, N, ladder, A, B, tau, FG)
         return
     qmax = float(np.max(q)) if q.size else 0.0
-    z, H = hermite_grid(act.kappa, qmax, N)
+    z, H = hermite_grid(act.kappa, qmax, N, zmax)
     project(act, q, z, H, A, B)
     _moments_tails(act, q, N, ladder, A, B, tau, FG)
 
