@@ -229,6 +229,7 @@ def analyze_serial(act, table, sw2, sb2, settings, out):
 
 
 _GRID_STRIDE = 4096
+_SCRAMBLE = 7919  # prime > _GRID_STRIDE: coprime with every stride <= _GRID_STRIDE
 
 
 @nb.njit(cache=True, parallel=True)
@@ -237,12 +238,17 @@ def analyze_parallel(act, table, sw2, sb2, settings, out):
 
     prange splits its range into one contiguous block per thread, and a grid's chaotic
     points (5-10x the work of ordered ones) sit together at large sw2: iteration k takes
-    the points k, k + STRIDE, k + 2 STRIDE, ... so every thread gets a fair sample.
+    the points r, r + STRIDE, r + 2 STRIDE, ... so every thread gets a fair sample.  The
+    residue r = k _SCRAMBLE mod STRIDE (a bijection: _SCRAMBLE is a prime above STRIDE)
+    spreads consecutive residues over the blocks too, because a single expensive grid row
+    (silu just below sw2 = 2, q* ~ 5e3 near c* = 1: 10-40x an ordinary chaotic point) is
+    a run of consecutive points, which unscrambled falls into one thread's block.
     """
     n = sw2.shape[0]
     stride = min(n, _GRID_STRIDE)
     for k in nb.prange(stride):
-        for i in range(k, n, stride):
+        r = (k * _SCRAMBLE) % stride
+        for i in range(r, n, stride):
             analyze_point(act, table, sw2[i], sb2[i], settings, out[i])
 
 
