@@ -28,11 +28,11 @@ from .moment_table import HERMITE_LOG10_MAX
 # Above the Hermite table's q the series' root is a poor start (eps ~ 20x the root on silu
 # at q ~ 5e3) and the 2-D Newton takes the steps of this module.
 SQRT_NEWTON_Q = 10.0 ** HERMITE_LOG10_MAX
-# E phi''^2 is integrated over |x| <= CURV_X in panels of CURV_PANEL: phi'' of a ReLU-like
-# built-in decays like |x| e^-|x| (below 1e-15 of its peak past 40) and is analytic in the
-# strip |Im x| < pi (16-point panels of width 2: error ~1e-20).
-CURV_X = 40.0
-CURV_PANEL = 2.0
+# E phi''^2 is integrated over |x| <= CURV_X in panels of CURV_PANEL: phi''^2 of a ReLU-like
+# built-in decays like x^2 e^-2|x| (below 1e-20 of its peak past 30) and is analytic in the
+# strip |Im x| < pi (16-point panels of width 5: error ~1e-14), far more than a start needs.
+CURV_X = 30.0
+CURV_PANEL = 5.0
 CURV_H = 1e-5  # central difference of phi': error ~1e-10 relative, ample for a start
 
 
