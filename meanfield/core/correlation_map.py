@@ -22,7 +22,7 @@ import numpy as np
 
 from .functions import CF_NONE
 from .gaussian.moments import moments2
-from .near_one import curvature_start, relu_like, sqrt_step
+from .near_one import curvature_start, hermite_step, relu_like, sqrt_step
 from .moment_table import N_HERMITE_TABLE, TABLE_TAIL_ROUNDING, lookup_hermite_ext
 from .vocabulary import Status
 
@@ -290,6 +290,7 @@ def solve_c(act, sw2, sb2, rho, q, F, series, table, dphi2, dphi=math.nan):
     prev_step = math.inf
     e_prev = math.nan
     gp_prev = math.nan
+    G_prev = math.nan
     dp_prev = math.nan
     for it in range(MAXIT_C):
         m = moments2(act, q, e)
@@ -322,10 +323,15 @@ def solve_c(act, sw2, sb2, rho, q, F, series, table, dphi2, dphi=math.nan):
                 dp_new = m.Dp + (m.Dp - dp_prev) / (e - e_prev) * (en - e)
                 return CorrelationFixedPoint(1.0 - en, sw2 * dp_new, OK, it)
         if sqrt_newton and size > NEWTON_ACCEPT * e:
-            # Far from the root: Newton on G(eps)/eps in u = sqrt(eps) (near_one.sqrt_step).
-            eu = sqrt_step(e, G, Gp)
+            # Far from the root: in u = sqrt(eps), the root of G/eps's cubic Hermite
+            # interpolant through the last two evaluations when they bracket it, else
+            # Newton on G/eps (near_one).
+            eu = hermite_step(e_prev, G_prev, gp_prev, e, G, Gp) if it > 0 else math.nan
+            if not (lo < eu < hi):
+                eu = sqrt_step(e, G, Gp)
             if lo < eu < hi:
                 en = eu
+        G_prev = G
         e_prev = e
         gp_prev = Gp
         dp_prev = m.Dp
