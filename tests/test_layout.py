@@ -24,8 +24,8 @@ LAYERS = [
 # Inside the core, the same rule between its modules (vocabulary, budget and validate are
 # shared; validate names the activation it checks, so it sits above activation).
 CORE_ORDER = ["vocabulary", "budget", "functions", "activation", "validate", "gaussian",
-              "moment_table", "length_map", "correlation_map", "point", "engine", "analysis",
-              "critical", "advice"]
+              "moment_table", "length_map", "near_one", "correlation_map", "point", "engine",
+              "analysis", "critical", "advice"]
 MAX_LINES = 500
 
 

@@ -22,6 +22,7 @@ import numpy as np
 
 from .functions import CF_NONE
 from .gaussian.moments import moments2
+from .near_one import curvature_start, hermite_step, relu_like, sqrt_step
 from .moment_table import N_HERMITE_TABLE, TABLE_TAIL_ROUNDING, lookup_hermite_ext
 from .vocabulary import Status
 
@@ -280,9 +281,16 @@ def solve_c(act, sw2, sb2, rho, q, F, series, table, dphi2, dphi=math.nan):
         if math.isfinite(es):
             e = es
             from_series = True
+    sqrt_newton = relu_like(act, q, rho)
+    if sqrt_newton and act.kinks.shape[0] == 0:
+        # ReLU-like at large q: the series' root is a poor start (module near_one).
+        e_t = curvature_start(act, sw2, q, dphi2)
+        if math.isfinite(e_t):
+            e = e_t
     prev_step = math.inf
     e_prev = math.nan
     gp_prev = math.nan
+    G_prev = math.nan
     dp_prev = math.nan
     for it in range(MAXIT_C):
         m = moments2(act, q, e)
@@ -314,6 +322,16 @@ def solve_c(act, sw2, sb2, rho, q, F, series, table, dphi2, dphi=math.nan):
             if curv * size * size <= 2e-16 * e * abs(Gp):
                 dp_new = m.Dp + (m.Dp - dp_prev) / (e - e_prev) * (en - e)
                 return CorrelationFixedPoint(1.0 - en, sw2 * dp_new, OK, it)
+        if sqrt_newton and size > NEWTON_ACCEPT * e:
+            # Far from the root: in u = sqrt(eps), the root of G/eps's cubic Hermite
+            # interpolant through the last two evaluations when they bracket it, else
+            # Newton on G/eps (near_one).
+            eu = hermite_step(e_prev, G_prev, gp_prev, e, G, Gp) if it > 0 else math.nan
+            if not (lo < eu < hi):
+                eu = sqrt_step(e, G, Gp)
+            if lo < eu < hi:
+                en = eu
+        G_prev = G
         e_prev = e
         gp_prev = Gp
         dp_prev = m.Dp

@@ -192,6 +192,27 @@ def _accept_newton(m, x, xn, sw2d, gp):
 
 
 @nb.njit(cache=True)
+def _diverges_at_node(table, x, sw2d, sb2, expands_at_infinity):
+    """The divergence test of :func:`solve_q` at the table's last node x, from its tabulated
+    values instead of a fresh quadrature.
+
+    g(x) = sw2d F(x) + sb2 - x > 0,  g'(x) = sw2d S(x) / x - 1 > 0  (S = q dF/dq)
+
+    with x >= Q_ASYMPTOTIC and V'(inf) > 1: the same test the Newton loop applies to its
+    first iterate, on the same exact moments (the table's nodes are :func:`moments1` at
+    those q), so a diverging point needs no quadrature just past the tables (half a
+    chaotic-side silu or gelu diagram; ~20 us each otherwise).  False when x is not that
+    node or the test does not decide: the loop then runs as before.
+    """
+    n = table.q.shape[0]
+    if n == 0 or x != table.q[n - 1] or not expands_at_infinity or x < Q_ASYMPTOTIC:
+        return False
+    g = sw2d * table.F[n - 1] + sb2 - x
+    gp = sw2d * table.S[n - 1] / x - 1.0
+    return g > 0.0 and gp > 0.0
+
+
+@nb.njit(cache=True)
 def solve_q(act, sw2d, sb2, q0, table):
     """Fixed point of the length map reached from q0.
 
@@ -231,6 +252,8 @@ def solve_q(act, sw2d, sb2, q0, table):
             hi = thi
         elif x < q0:
             hi = x  # the root lies below the table
+        elif _diverges_at_node(table, x, sw2d, sb2, expands_at_infinity):
+            return LengthFixedPoint(math.inf, NO_FIXED_POINT, 0, nan_m)
     prev_step = math.inf
     for it in range(MAXIT_Q):
         # The Chebyshev table where it is verified: no quadrature between the bracket's ends.

@@ -23,6 +23,7 @@ from .correlation_map import N_HERMITE, DualSeries, solve_c
 from .functions import CF_NONE, CF_RELU, kink_at_zero
 from .gaussian.moments import moments1
 from .length_map import solve_q
+from .near_one import relu_like
 from .moment_table import (N_HERMITE_EXT, SUM_FLOOR, SUM_TOL, TABLE_TAIL_ROUNDING,
                            lookup_hermite, lookup_moments, lookup_tail_sums)
 from .vocabulary import Phase, Status
@@ -198,8 +199,13 @@ def analyze_point(act, table, sw2, sb2, settings, out):
         out[I_CHIC] = rho
         xic = depth_scale(rho)
     else:
-        # The dual-activation coefficients are needed only here, so ordered points skip them.
-        series = _dual_series(act, table, q, m.phi2, m.dphi2)
+        # The dual-activation coefficients are needed only here, so ordered points skip them;
+        # so do ReLU-like points past the Hermite table, whose c* ~ 1 - O(1/q) no 24-term
+        # series proves (solve_c starts those from the map's curvature instead).
+        if relu_like(act, q, rho) and act.kinks.shape[0] == 0:
+            series = DualSeries(np.zeros(0), 0.0, 0.0, 0.0)
+        else:
+            series = _dual_series(act, table, q, m.phi2, m.dphi2)
         # E phi' at q itself (m may carry the length solve's last moments to q to first
         # order, which leaves E phi' one Newton step behind): c* = 0 needs only it.
         dphi = lookup_moments(act, table, q).dphi if (act.odd and sb2 == 0.0) else math.nan
