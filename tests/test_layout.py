@@ -11,7 +11,7 @@ PACKAGE = Path(__file__).resolve().parent.parent / "meanfield"
 
 # Bottom to top; a module may import only from its own layer or the ones below.
 LAYERS = [
-    ("meanfield._version",),
+    ("meanfield._version", "meanfield.progress"),
     ("meanfield.core",),
     ("meanfield.ntk",),
     ("meanfield.sweeps",),
