@@ -16,7 +16,7 @@ import numpy as np
 import xarray as xr
 
 from ..core import validate as V
-from ..core.budget import check_memory
+from ..core.budget import BudgetError, check_memory
 from ..core.functions import CF_NONE
 from ..core.vocabulary import attrs as var_attrs, described
 from . import conv_blocks as CB
@@ -326,7 +326,15 @@ def conv_kernels(X, activation, sw2, sb2, depth, conv: Conv, X2=None, depths=Non
     act, sw2, sb2, L, X, X2 = validated(X, X2, activation, sw2, sb2, depth, conv)
     keep = select_depths(depths, L)
     block = "train" if X2 is None else "cross"
-    out, method, _ = conv_arrays(X, X2, act, sw2, sb2, keep, conv, (block,))
+    try:
+        out, method, _ = conv_arrays(X, X2, act, sw2, sb2, keep, conv, (block,))
+    except BudgetError as exc:
+        x2 = "" if X2 is None else ", X2=X2"
+        cli = "" if X2 is None else " --test X2.npy"
+        raise BudgetError(f"{exc}; meanfield.kernels_to_store(X, ..., store='k.zarr'{x2}, "
+                          f"architecture=...) computes them block by block into a zarr store "
+                          f"on disk (CLI: meanfield kernel ... --conv K --store k.zarr{cli})") \
+            from None
     S, T = out[block]
     return conv_dataset(S, T, keep, "X2" if X2 is not None else "X",
                         conv_attrs(act, sw2, sb2, method, conv, X.shape[1:]), conv)

@@ -187,10 +187,22 @@ def kernels_to_store(X, activation, sw2, sb2, depth, store, *, X2=None, block=No
     the kept depths of (I, J) and, transposed, of (J, I).  With ``X2`` the store holds the
     cross-kernel Sigma^l(X2[i], X[j]) and every block of it is a task.
 
+    With ``architecture=meanfield.Conv(...)`` the store holds the CNN-GP and CNTK of images
+    (docs/theory.md, "Convolutional networks"), those of ``meanfield.kernels(X, ...,
+    architecture=...)``: a block is a set of image pairs, each carrying its pixel state
+    Sigma^l_pp', Theta^l_pp' (pixel diagonal for flatten, all pixel pairs for GAP) through
+
+        Sigma^{l+1}_pp' = sw2/k^2 sum_d E[phi(u) phi(v)]_{p+d,p'+d} + sb2
+        Theta^{l+1}_pp' = Sigma^{l+1}_pp'
+                          + sw2/k^2 sum_d E[phi'(u) phi'(v)]_{p+d,p'+d} Theta^l_{p+d,p'+d}
+
+    and the per-image table is the pixel variances and Hermite rows of every depth
+    (:mod:`meanfield.sweeps.kernel_conv`).
+
     Parameters
     ----------
-    X : array_like, shape (n, d)
-        Inputs, one per row.  Finite.
+    X : array_like, shape (n, d), or (n, H, W, C) with ``architecture``
+        Inputs, one per row (images with ``architecture``).  Finite.
     activation : str or Activation
         A registered activation (workers rebuild it by name).
     sw2, sb2 : float
@@ -210,6 +222,10 @@ def kernels_to_store(X, activation, sw2, sb2, depth, store, *, X2=None, block=No
     depths : int or list of int, optional
         Depths to keep (within 1..depth; default all).  The store holds 2 K n^2 doubles for
         K kept depths.
+    architecture : meanfield.Conv, optional
+        A convolutional network (default: fully connected).  Blocks are then B x B image
+        pairs (default B = 256), each task holding every kept depth of its block, about
+        4 K B^2 doubles for K kept depths, and its images' pixel tables.
     client : dask.distributed.Client, optional
         Run the blocks on this cluster.  Without one, a local cluster of ``workers``
         single-threaded processes is started (``workers <= 1``: blocks run one after another
@@ -217,9 +233,9 @@ def kernels_to_store(X, activation, sw2, sb2, depth, store, *, X2=None, block=No
     workers : int, optional
         Local worker processes when ``client`` is None; default ``os.cpu_count()``.
     resume : bool, default True
-        If ``store`` holds these kernels (same inputs, activation, variances, depths and
-        meanfield version), compute only the blocks not yet flagged done.  With False an
-        existing store is an error.
+        If ``store`` holds these kernels (same inputs, activation, variances, depths,
+        architecture and meanfield version), compute only the blocks not yet flagged
+        done.  With False an existing store is an error.
     overwrite : bool, default False
         Replace an existing kernel store (only a store this function wrote; never any
         other directory).
