@@ -14,7 +14,9 @@ Layout::
         fallback     the same shape, int64: pairs x layers of the block taken by the exact
                      2-D rule
         table/       the layer table (:mod:`meanfield.sweeps.kernel_table`), over the n
-                     inputs of X followed by the m of X2
+                     inputs of X followed by the m of X2; for convolutional kernels
+                     (images, i and j index images) the pixel tables of
+                     :mod:`meanfield.sweeps.kernel_conv`
 
 Resumability rests on the same rule as sweeps (:mod:`meanfield.sweeps.run`): a block's
 flag is set only after all its data are written, so a run killed at any moment leaves at
