@@ -82,8 +82,9 @@ def _expect_vec(mode, act, v1, v2, s, same, K, Kd, Ha, Hb, ka, kb, odd):
 
     ``same[e]`` marks u = v (the same image and pixel); Ha[e], Hb[e] are the Hermite rows of
     the two variances (EXPECT_HERMITE, first max(ka[e], kb[e]) used; ``odd``: the table's even
-    terms k >= 2 vanish and its rows are packed, see :func:`conv_hermite.depth_table`).  One loop per mode: a single loop
-    with every branch inside runs the closed forms at half speed (see ntk/blocks.py).
+    terms k >= 2 vanish and its rows are packed, see :func:`conv_hermite.depth_table`).
+    One loop per mode: a single loop with every branch inside runs the closed forms at half
+    speed (see ntk/blocks.py).
     """
     if mode == EXPECT_CLOSED:
         for e in range(s.shape[0]):
