@@ -9,12 +9,14 @@ With ``--conv K`` the network is convolutional (K x K filters, docs/theory.md,
 
     meanfield kernel ACT --sw2 SW2 --sb2 SB2 --depth L --data X.npy --store K.zarr
                      [--test XT.npy] [--block B] [--depths 1,5,10]
+                     [--conv K [--padding circular|same] [--readout flatten|gap]]
                      [--scheduler ADDRESS | --workers N] [--overwrite] [--no-progress]
 
 With ``--store`` the NNGP and NTK kernels themselves go block by block into a zarr store
 (:func:`meanfield.kernels_to_store`; for data sets whose n x n kernels do not fit in
 memory); running the same command again resumes an interrupted run.  With ``--test`` the
-store holds the test x data cross-kernel (``meanfield.kernels(X, ..., X2=XT)``).
+store holds the test x data cross-kernel (``meanfield.kernels(X, ..., X2=XT)``); with
+``--conv`` the CNN-GP / CNTK of images, blocks of image pairs.
 
 Prints the per-depth table of :func:`meanfield.ntk_metrics` (without labels:
 lambda_max, lambda_min, condition number of Theta^l on the data) and optionally writes
@@ -56,7 +58,8 @@ def register(subparsers):
                    help="write the NNGP/NTK kernels block by block into this zarr store "
                         "(resumed if it holds the same kernels) instead of the metrics table")
     g.add_argument("--block", type=int, default=None, metavar="B",
-                   help="with --store: rows and columns per block (default 1024; a resumed "
+                   help="with --store: rows and columns per block (default 1024, with --conv 256 "
+                        "images; a resumed "
                         "store keeps its own)")
     g.add_argument("--depths", metavar="LIST",
                    help="with --store: comma-separated depths to keep (default all 1..L)")
@@ -68,7 +71,7 @@ def register(subparsers):
 
 STORE_ONLY = ("--block", "block"), ("--depths", "depths"), ("--scheduler", "scheduler"), \
     ("--workers", "workers")
-NOT_WITH_STORE = ("--labels", "labels"), ("--conv", "conv"), ("-o", "output")
+NOT_WITH_STORE = ("--labels", "labels"), ("-o", "output")
 
 
 NPY_MAGIC = b"\x93NUMPY"
@@ -168,22 +171,24 @@ def run_kernel_store(args) -> int:
     if not store.exists():
         check_output(store, "zarr", flag="--store")  # its directory must exist and be writable
     depths = None if args.depths is None else parse_depths(args.depths)
+    conv = architecture(args)
     X = _load("--data", args.data)
-    check_shape("--data", X, None)
+    check_shape("--data", X, conv)
     X2 = None
     if args.test is not None:
         X2 = _load("--test", args.test)
-        check_shape("--test", X2, None)
+        check_shape("--test", X2, conv)
     with dask_client(args.scheduler) as client:
         try:
             ds = kernels_to_store(X, args.activation, args.sw2, args.sb2, args.depth, store,
-                                  X2=X2, block=args.block, depths=depths, client=client,
+                                  X2=X2, block=args.block, depths=depths, architecture=conv,
+                                  client=client,
                                   workers=args.workers, overwrite=args.overwrite,
                                   progress=show_progress(args.progress))
         except ValueError as exc:
             text = str(exc)
             for word, flag in (("block", "--block"), ("depths", "--depths"),
-                               ("workers", "--workers"), ("X2", "--test")):
+                               ("workers", "--workers"), ("X2", "--test"), ("X", "--data")):
                 if text.startswith(word + " "):
                     raise ValueError(f"{flag}: {text}") from None
             raise ValueError(text.replace("overwrite=True (CLI: --overwrite)", "--overwrite")) \

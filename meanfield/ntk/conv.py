@@ -16,7 +16,7 @@ import numpy as np
 import xarray as xr
 
 from ..core import validate as V
-from ..core.budget import check_memory
+from ..core.budget import BudgetError, check_memory
 from ..core.functions import CF_NONE
 from ..core.vocabulary import attrs as var_attrs, described
 from . import conv_blocks as CB
@@ -156,6 +156,42 @@ def self_diagonals(mode, act, Z, nbr, sw2, sb2, k2, C, L):
     return V, T, (Hflat, offs, Ks, N, odd), kps, mode
 
 
+METHODS = {CB.EXPECT_CLOSED: "per pixel pair: closed form",
+           CB.EXPECT_HERMITE: "per pixel pair: Hermite expansion per pixel (conv_hermite)",
+           CB.EXPECT_QUAD: "per pixel pair: 2-D quadrature (moments.pair)"}
+
+
+def pixel_tables(X, X2, act, sw2, sb2, L, conv: Conv):
+    """What every pair of images needs from the whole set: (Zall, nbr, V, tab, kps, mode).
+
+    ``Zall`` (N, P, C) are the images of X then those of X2 (N = n + m), ``nbr`` the
+    neighbour table of :func:`conv_blocks.neighbours`, and V, tab, kps, mode those of
+    :func:`self_diagonals` over all N images.  The Hermite tables' ranges, lengths and
+    parities depend on every image's variances, so they are built here once for the whole
+    set; a pair of images then depends only on its own two images and their rows of these
+    tables, which is what lets :func:`meanfield.kernels_to_store` compute any block of
+    pairs on its own and still equal :func:`conv_kernels` bit for bit.
+    """
+    n, H, W, C = X.shape
+    P = H * W
+    nbr = CB.neighbours(H, W, conv.filter_size, conv.padding == "circular")
+    k2 = float(conv.filter_size ** 2)
+    mode, _ = expectation_mode(act)
+    Zall = X.reshape(n, P, C)
+    if X2 is not None:
+        Zall = np.concatenate([Zall, X2.reshape(X2.shape[0], P, C)])
+    V, _, tab, kps, mode = self_diagonals(mode, act, Zall, nbr, sw2, sb2, k2, float(C), L)
+    return Zall, nbr, V, tab, kps, mode
+
+
+def kept_slots(keep):
+    """slot[l] = the output row of depth l + 1, or -1 when it is not kept (see
+    :func:`conv_blocks.pair_kernels`)."""
+    slot = np.full(int(keep[-1]), -1, dtype=np.int64)
+    slot[keep - 1] = np.arange(keep.size)
+    return slot
+
+
 # The blocks :func:`conv_arrays` can compute: (rows, columns, which pairs).
 BLOCKS = {
     "train": ("X", "X", CB.PAIRS_UPPER),      # X x X, symmetric
@@ -197,19 +233,12 @@ def conv_arrays(X, X2, act, sw2, sb2, keep, conv: Conv, want=("train",)):
     check_memory(8.0 * (sum(2.0 * np.prod(s) for s in shapes.values()) + 2 * L * (n + m) * P),
                  f"convolutional kernels of {n} + {m} images of {H} x {W} at {K} depths "
                  f"(recursion to depth {L})")
-    nbr = CB.neighbours(H, W, conv.filter_size, conv.padding == "circular")
-    k2 = float(conv.filter_size ** 2)
-    mode, _ = expectation_mode(act)
-    Z = X.reshape(n, P, C)
-    Zall = Z if X2 is None else np.concatenate([Z, X2.reshape(m, P, C)])
-    # Hermite tables cover the variances of every image, so X and X2 are done together.
-    V, _, tab, kps, mode = self_diagonals(mode, act, Zall, nbr, sw2, sb2, k2, float(C), L)
-    method = {CB.EXPECT_CLOSED: "per pixel pair: closed form",
-              CB.EXPECT_HERMITE: "per pixel pair: Hermite expansion per pixel (conv_hermite)",
-              CB.EXPECT_QUAD: "per pixel pair: 2-D quadrature (moments.pair)"}[mode]
+    Zall, nbr, V, tab, kps, mode = pixel_tables(X, X2, act, sw2, sb2, L, conv)
+    Z = Zall[:n]
+    method = METHODS[mode]
     readout = CB.READ_GAP if conv.readout == "gap" else CB.READ_FLATTEN
-    slot = np.full(L, -1, dtype=np.int64)
-    slot[keep - 1] = np.arange(K)
+    slot = kept_slots(keep)
+    k2 = float(conv.filter_size ** 2)
     # image set -> (images, pixel variances, Hermite terms, first row in the tables)
     sets = {"X": (Z, V[:n], kps[:n], 0), "X2": (Zall[n:], V[n:], kps[n:], n)}
     out = {}
@@ -294,20 +323,39 @@ def conv_kernels(X, activation, sw2, sb2, depth, conv: Conv, X2=None, depths=Non
         ``nngp``, ``ntk`` over (depth, i, j), the layout of :func:`meanfield.kernels`, with
         the architecture in the attributes.
     """
-    from .dataset import global_attrs
-
     act, sw2, sb2, L, X, X2 = validated(X, X2, activation, sw2, sb2, depth, conv)
     keep = select_depths(depths, L)
     block = "train" if X2 is None else "cross"
-    out, method, _ = conv_arrays(X, X2, act, sw2, sb2, keep, conv, (block,))
+    try:
+        out, method, _ = conv_arrays(X, X2, act, sw2, sb2, keep, conv, (block,))
+    except BudgetError as exc:
+        x2 = "" if X2 is None else ", X2=X2"
+        cli = "" if X2 is None else " --test X2.npy"
+        raise BudgetError(f"{exc}; meanfield.kernels_to_store(X, ..., store='k.zarr'{x2}, "
+                          f"architecture=...) computes them block by block into a zarr store "
+                          f"on disk (CLI: meanfield kernel ... --conv K --store k.zarr{cli})") \
+            from None
     S, T = out[block]
-    m, n = S.shape[1], S.shape[2]
-    row = "X2" if X2 is not None else "X"
+    return conv_dataset(S, T, keep, "X2" if X2 is not None else "X",
+                        conv_attrs(act, sw2, sb2, method, conv, X.shape[1:]), conv)
+
+
+def conv_attrs(act, sw2, sb2, method, conv: Conv, image_shape) -> dict:
+    """Global attributes of a convolutional kernel dataset."""
+    from .dataset import global_attrs
+
     attrs = global_attrs(act, sw2, sb2, ConvMethod(method),
                          f"CNN-GP and CNTK kernels: {act.name}")
     attrs.pop("shared_norm", None)
     attrs.update(conv.attrs)
-    attrs["image_shape"] = list(X.shape[1:])
+    attrs["image_shape"] = [int(v) for v in image_shape]
+    return attrs
+
+
+def conv_dataset(S, T, keep, row, attrs, conv: Conv) -> xr.Dataset:
+    """The dataset of :func:`conv_kernels`: ``nngp`` = S, ``ntk`` = T over (depth, i, j)
+    (numpy or dask arrays), ``i`` indexing the images of ``row`` and ``j`` those of X."""
+    m, n = S.shape[1], S.shape[2]
     return xr.Dataset(
         {
             "nngp": (("depth", "i", "j"), S,

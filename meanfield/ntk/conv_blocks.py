@@ -40,7 +40,7 @@ from numba import prange
 
 from ..core.gaussian import closed
 from ..core.gaussian.moments import pair as quad_pair
-from ..core.gaussian.hermite import mehler_stein
+from .conv_hermite import herm_pair
 from .blocks import upper_pair
 
 EXPECT_CLOSED = 0
@@ -82,8 +82,9 @@ def _expect_vec(mode, act, v1, v2, s, same, K, Kd, Ha, Hb, ka, kb, odd):
 
     ``same[e]`` marks u = v (the same image and pixel); Ha[e], Hb[e] are the Hermite rows of
     the two variances (EXPECT_HERMITE, first max(ka[e], kb[e]) used; ``odd``: the table's even
-    terms k >= 2 vanish, see :mod:`conv_hermite`).  One loop per mode: a single loop
-    with every branch inside runs the closed forms at half speed (see ntk/blocks.py).
+    terms k >= 2 vanish and its rows are packed, see :func:`conv_hermite.depth_table`).
+    One loop per mode: a single loop with every branch inside runs the closed forms at half
+    speed (see ntk/blocks.py).
     """
     if mode == EXPECT_CLOSED:
         for e in range(s.shape[0]):
@@ -91,8 +92,8 @@ def _expect_vec(mode, act, v1, v2, s, same, K, Kd, Ha, Hb, ka, kb, odd):
     elif mode == EXPECT_HERMITE:
         for e in range(s.shape[0]):
             if v1[e] > 0.0 and v2[e] > 0.0:
-                K[e], Kd[e] = mehler_stein(Ha[e], Hb[e], max(ka[e], kb[e]), v1[e], v2[e],
-                                           s[e], same[e], odd)
+                K[e], Kd[e] = herm_pair(Ha[e], Hb[e], max(ka[e], kb[e]), v1[e], v2[e],
+                                        s[e], same[e], odd)
             else:
                 K[e], Kd[e] = quad_pair(act, v1[e], v2[e], s[e], same[e])
     else:
@@ -112,8 +113,8 @@ def _expect_full(mode, act, vr, vc, S, self_pair, K, Kd, Hr, Hc, kr, kc, odd):
                 b = vc[q]
                 same = self_pair and p == q
                 if a > 0.0 and b > 0.0:
-                    K[p, q], Kd[p, q] = mehler_stein(Hr[p], Hc[q], max(kr[p], kc[q]), a, b,
-                                                     S[p, q], same, odd)
+                    K[p, q], Kd[p, q] = herm_pair(Hr[p], Hc[q], max(kr[p], kc[q]), a, b,
+                                                  S[p, q], same, odd)
                 else:
                     K[p, q], Kd[p, q] = quad_pair(act, a, b, S[p, q], same)
     elif mode == EXPECT_CLOSED:

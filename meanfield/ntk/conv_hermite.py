@@ -40,11 +40,15 @@ Pixels of zero variance get no coefficients; their entries use
 
 from __future__ import annotations
 
+import math
+
 import numba as nb
 import numpy as np
 
 from ..core.gaussian import hermite
-from ..core.gaussian.hermite import C_POWER_TAIL, mehler_stein  # noqa: F401 (re-exported)
+from ..core.gaussian.hermite import C_POWER_TAIL, mehler_stein
+
+_LOG_C_TAIL = math.log(C_POWER_TAIL)
 
 # Relative truncation of the series (bounds the relative error of E phi phi and E phi' phi'
 # per entry); 1e-12 keeps the kernels well inside the 1e-9 accuracy asked of tanh-like
@@ -100,14 +104,22 @@ def _cheb_matrix(x, M):
     return np.cos(np.arange(M + 1)[None, :] * np.arccos(np.clip(x, -1.0, 1.0))[:, None])
 
 
-def depth_table(act, q):
+def depth_table(act, q, pack=True):
     """Coefficients h_k(q) for every variance in ``q`` (any shape), shape q.shape + (K,).
 
-    Returns (table, K, terms, odd): K the table's length, ``terms`` (shape of q) the terms
-    each variance needs by the tail criterion, ``odd`` whether the pair sums may skip the
-    even terms k >= 2 (checked on every row, :func:`row_terms`); or
+    Returns (table, K, terms, odd): K the series' length, ``terms`` (shape of q) the terms
+    each variance needs by the tail criterion (counted in k, whatever the storage), ``odd``
+    whether the pair sums may skip the even terms k >= 2 (:func:`row_terms`); or
     (None, reason, None, False) when K_MAX terms or CHEB_MMAX nodes do not suffice (very
     large variances).  Zero variances get zero rows.
+
+    With ``pack`` (the kernels' default) an odd table is stored packed, row
+    [h_0, h_1, h_3, h_5, ...] of length 1 + K // 2, for :func:`herm_pair`: half the
+    coefficients to interpolate, store and read.  Whether it is odd is then decided before
+    the even columns are formed, from bounds on them (:func:`packed_row_terms`); when the
+    bounds do not pass, the full table is built and returned with odd = False (exact, the
+    pair sums then take every term).  Without ``pack`` the table is full and ``odd`` is
+    the parity of its rows, for :func:`hermite.mehler_stein`.
     """
     rec = act.record
     qs = np.asarray(q, dtype=np.float64)
@@ -151,15 +163,29 @@ def depth_table(act, q):
         vals = both
         M *= 2
     K = need
-    table = np.zeros(out_shape + (K,))
     xs = (2.0 * s - (lo + hi)) / (hi - lo)
-    rows = np.ascontiguousarray(_cheb_matrix(xs, M) @ coef[:, :K])
-    table[pos] = rows
-    t = np.empty(rows.shape[0], dtype=np.int64)
-    odd = row_terms(rows, s, HERMITE_TAIL, ODD_TOL * ODD_TOL, t)
+    T = _cheb_matrix(xs, M)
+    t = np.empty(s.size, dtype=np.int64)
     terms = np.zeros(out_shape, dtype=np.int64)
+    if pack and K >= 3:
+        # |T_m| <= 1, so no interpolated even coefficient exceeds sum_m |coef[m, k]| (the
+        # factor covers the product's rounding, (M + 1) eps of the same sum): if these
+        # bounds pass the parity test of every row, the even columns need not be formed.
+        bound = (1.0 + 1e-10) * np.abs(coef[:, 2:K:2]).sum(axis=0)
+        cols = np.concatenate([[0], np.arange(1, K, 2)])
+        rows = np.ascontiguousarray(T @ coef[:, cols])
+        if packed_row_terms(rows, s, bound, HERMITE_TAIL, ODD_TOL * ODD_TOL, t):
+            table = np.zeros(out_shape + (cols.size,))
+            table[pos] = rows
+            terms[pos] = np.minimum(t, K)
+            return table, K, terms, True
+    # the exact method: every coefficient, parity checked on the rows themselves
+    table = np.zeros(out_shape + (K,))
+    rows = np.ascontiguousarray(T @ coef[:, :K])
+    table[pos] = rows
+    odd = row_terms(rows, s, HERMITE_TAIL, ODD_TOL * ODD_TOL, t)
     terms[pos] = t
-    return table, K, terms, bool(odd)
+    return table, K, terms, bool(odd) and not pack
 
 
 @nb.njit(cache=True)
@@ -207,4 +233,96 @@ def row_terms(rows, s, tail, odd_tol, out):
     return odd
 
 
-herm_pair = mehler_stein  # the name the conv path had
+@nb.njit(cache=True)
+def packed_row_terms(rows, s, bound, tail, odd_tol, out):
+    """:func:`row_terms` on packed rows [h_0, h_1, h_3, ...] whose even coefficients
+    h_k, k = 2, 4, ..., are not formed but bounded by ``bound[k // 2 - 1]``.
+
+    Returns whether every row passes the parity test with the bounds in place of the even
+    coefficients, sum_{even k >= 2} bound_k^2 <= odd_tol sum_{odd k, k = 0} h_k^2 and the
+    same with the weights k / s^2; the row's totals without its even terms are lower bounds
+    of the full ones, so a pass here is a pass of :func:`row_terms`.  ``out[i]``: the terms
+    row i needs by the tail criterion, in k, on its odd coefficients (the even ones add at
+    most odd_tol of the totals to any tail).
+    """
+    n, J = rows.shape
+    e0 = 0.0
+    e1 = 0.0
+    for m in range(bound.shape[0]):
+        e0 += bound[m] * bound[m]
+        e1 += 2 * (m + 1) * bound[m] * bound[m]
+    odd = True
+    for i in range(n):
+        r = rows[i]
+        w = 1.0 / (s[i] * s[i])
+        tot0 = 0.0
+        tot1 = 0.0
+        for j in range(J):
+            v = r[j] * r[j]
+            tot0 += v
+            if j > 0:
+                tot1 += (2 * j - 1) * v * w
+        if e0 > odd_tol * tot0 or e1 * w > odd_tol * tot1:
+            odd = False
+        need = 1
+        t0 = 0.0
+        for j in range(J - 1, -1, -1):
+            t0 += r[j] * r[j]
+            if t0 > tail * tot0:
+                need = max(need, (2 * j - 1 if j > 0 else 0) + 2)
+                break
+        t1 = 0.0
+        for j in range(J - 1, 0, -1):
+            t1 += (2 * j - 1) * r[j] * r[j] * w
+            if t1 > tail * tot1:
+                need = max(need, 2 * j + 1)
+                break
+        out[i] = need
+    return odd
+
+
+@nb.njit(cache=True)
+def herm_pair(ha, hb, K, a, b, s12, same, odd):
+    """(E phi(u) phi(v), E phi'(u) phi'(v)) from two rows of a :func:`depth_table`, first K
+    terms (in k); the Mehler sums of :func:`hermite.mehler_stein`::
+
+        E[phi(u) phi(v)]   = h_0(a) h_0(b) + c sum_{odd k} h_k(a) h_k(b) c^(k-1)
+        E[phi'(u) phi'(v)] = sum_{odd k} k h_k(a) h_k(b) c^(k-1) / sqrt(a b)
+
+    for ``odd`` (packed) rows [h_0, h_1, h_3, ...], and mehler_stein on full rows otherwise.
+    The odd sums are polynomials in x = c^2, each evaluated as two Horner chains in
+    y = x^2 (even and odd powers of x, S(x) = A(y) + x B(y)): one chain is a sequence of
+    dependent multiply-adds, whose latency, not the arithmetic, bounds a single chain, so
+    two run in the time of one.  Truncation as mehler_stein: |c|^k < C_POWER_TAIL.
+    """
+    if not odd:
+        return mehler_stein(ha, hb, K, a, b, s12, same, False)
+    r = math.sqrt(a * b)
+    c = 1.0 if same else min(1.0, max(-1.0, s12 / r))
+    ac = abs(c)
+    if ac < 0.5:
+        K = min(K, 2 + int(_LOG_C_TAIL / math.log(max(ac, 1e-300))))
+    elif ac < 0.999:
+        K = min(K, 2 + int(_LOG_C_TAIL / math.log(ac)))
+    x = c * c
+    y = x * x
+    j = K // 2  # packed j = 1..K//2 holds k = 2j - 1 <= K - 1
+    A = 0.0
+    B = 0.0
+    Ap = 0.0
+    Bp = 0.0
+    if j % 2 == 1:
+        t = ha[j] * hb[j]
+        A = t
+        Ap = (2 * j - 1) * t
+        j -= 1
+    while j >= 2:
+        te = ha[j] * hb[j]
+        to = ha[j - 1] * hb[j - 1]
+        B = B * y + te
+        Bp = Bp * y + (2 * j - 1) * te
+        A = A * y + to
+        Ap = Ap * y + (2 * j - 3) * to
+        j -= 2
+    D = c * (A + x * B) + ha[0] * hb[0]
+    return D, (Ap + x * Bp) / r

@@ -27,18 +27,24 @@ from .._version import __version__
 from ..core import validate as V
 from ..core.activation import activation_attrs, get_activation
 from ..core.budget import check_disk, check_memory
+from ..ntk import conv as NC
 from ..ntk.blocked import cross_block, first_block, layer_steps, run_block, table_recursion
 from ..ntk.dataset import global_attrs, kernel_dataset, matrix
 from ..ntk.depths import select_depths
 from ..core.vocabulary import attrs
 from . import kernel_store as KS
 from .execute import run_tasks
+from .kernel_conv import ConvTable, conv_block, write_conv_table
 from .kernel_table import TableReader, write_table
 from .store import lock, log_run
 
 __all__ = ["kernels_to_store"]
 
 DEFAULT_BLOCK = 1024
+# Images per block of a convolutional store: a task holds 4 K B^2 doubles for K kept depths
+# (all depths of its block at once) and its images' pixel tables; a pair costs ~1e3 times
+# a fully connected entry, so smaller blocks still amortize the task overhead.
+DEFAULT_CONV_BLOCK = 256
 # A block task holds Sigma, Theta and 1 - c of its block, the two layer-1 products of an
 # off-diagonal block and the transposed copy it writes: about 8 B x B doubles.
 BLOCK_ARRAYS = 8
@@ -84,6 +90,8 @@ def _run_block(task, X, setting):
 
         numba.set_num_threads(1)
     act = get_activation(setting["activation"], **setting["parameters"])
+    if "conv" in setting:
+        return _run_conv_block(task, X, setting, act)
     sw2, sb2, shared = setting["sw2"], setting["sb2"], setting["shared"]
     (r0, r1), (c0, c1) = task["rows"], task["cols"]
     n = setting["n"]
@@ -118,6 +126,26 @@ def _run_block(task, X, setting):
     return task["index"]
 
 
+def _run_conv_block(task, Z, setting, act):
+    """Block (I, J) of a convolutional kernel store: every kept depth at once (a pair of
+    images carries its pixel state through all layers), then the flag."""
+    (r0, r1), (c0, c1) = task["rows"], task["cols"]
+    off = setting["n"] if setting["cross"] else 0  # X2's images follow X's in Z
+    rows, cols = slice(off + r0, off + r1), slice(c0, c1)
+    diagonal = not setting["cross"] and (r0, c0) == (c0, r0)
+    root = zarr.open_group(task["store"], mode="r+", use_consolidated=False)
+    S, T = conv_block(root[f"{KS.META}/{KS.TABLE}"], Z, {**setting, "act": act}, rows, cols,
+                      diagonal)
+    root["nngp"][:, r0:r1, c0:c1] = S
+    root["ntk"][:, r0:r1, c0:c1] = T
+    if not setting["cross"] and not diagonal:
+        root["nngp"][:, c0:c1, r0:r1] = S.transpose(0, 2, 1)
+        root["ntk"][:, c0:c1, r0:r1] = T.transpose(0, 2, 1)
+    I, J = task["index"]
+    root[f"{KS.META}/{KS.DONE}"][I, J] = True
+    return task["index"]
+
+
 def _tasks(store, m, n, block, done, cross):
     """The blocks not flagged done: I <= J of the n x n kernel, or every block of m x n."""
     out = []
@@ -130,17 +158,19 @@ def _tasks(store, m, n, block, done, cross):
     return out
 
 
-def _template(keep, m, n, block, row):
+def _template(keep, m, n, block, row, conv=None):
     """The kernel dataset with lazy NaN variables: what the store is created from."""
     import dask.array as da
 
     lazy = da.full((keep.size, m, n), np.nan, chunks=(1, block, block))
+    if conv is not None:
+        return NC.conv_dataset(lazy, lazy, keep, row, {}, conv)
     return kernel_dataset(lazy, lazy, ("depth", keep, attrs("depth")), row, {})
 
 
 def kernels_to_store(X, activation, sw2, sb2, depth, store, *, X2=None, block=None,
-                     depths=None, client=None, workers=None, resume=True, overwrite=False,
-                     progress=True) -> xr.Dataset:
+                     depths=None, architecture=None, client=None, workers=None, resume=True,
+                     overwrite=False, progress=True) -> xr.Dataset:
     """NNGP and NTK kernels of a data set too large for memory, computed block by block
     into a zarr store; resumable and distributable like :func:`meanfield.sweep`.
 
@@ -157,10 +187,22 @@ def kernels_to_store(X, activation, sw2, sb2, depth, store, *, X2=None, block=No
     the kept depths of (I, J) and, transposed, of (J, I).  With ``X2`` the store holds the
     cross-kernel Sigma^l(X2[i], X[j]) and every block of it is a task.
 
+    With ``architecture=meanfield.Conv(...)`` the store holds the CNN-GP and CNTK of images
+    (docs/theory.md, "Convolutional networks"), those of ``meanfield.kernels(X, ...,
+    architecture=...)``: a block is a set of image pairs, each carrying its pixel state
+    Sigma^l_pp', Theta^l_pp' (pixel diagonal for flatten, all pixel pairs for GAP) through
+
+        Sigma^{l+1}_pp' = sw2/k^2 sum_d E[phi(u) phi(v)]_{p+d,p'+d} + sb2
+        Theta^{l+1}_pp' = Sigma^{l+1}_pp'
+                          + sw2/k^2 sum_d E[phi'(u) phi'(v)]_{p+d,p'+d} Theta^l_{p+d,p'+d}
+
+    and the per-image table is the pixel variances and Hermite rows of every depth
+    (:mod:`meanfield.sweeps.kernel_conv`).
+
     Parameters
     ----------
-    X : array_like, shape (n, d)
-        Inputs, one per row.  Finite.
+    X : array_like, shape (n, d), or (n, H, W, C) with ``architecture``
+        Inputs, one per row (images with ``architecture``).  Finite.
     activation : str or Activation
         A registered activation (workers rebuild it by name).
     sw2, sb2 : float
@@ -180,6 +222,10 @@ def kernels_to_store(X, activation, sw2, sb2, depth, store, *, X2=None, block=No
     depths : int or list of int, optional
         Depths to keep (within 1..depth; default all).  The store holds 2 K n^2 doubles for
         K kept depths.
+    architecture : meanfield.Conv, optional
+        A convolutional network (default: fully connected).  Blocks are then B x B image
+        pairs (default B = 256), each task holding every kept depth of its block, about
+        4 K B^2 doubles for K kept depths, and its images' pixel tables.
     client : dask.distributed.Client, optional
         Run the blocks on this cluster.  Without one, a local cluster of ``workers``
         single-threaded processes is started (``workers <= 1``: blocks run one after another
@@ -187,9 +233,9 @@ def kernels_to_store(X, activation, sw2, sb2, depth, store, *, X2=None, block=No
     workers : int, optional
         Local worker processes when ``client`` is None; default ``os.cpu_count()``.
     resume : bool, default True
-        If ``store`` holds these kernels (same inputs, activation, variances, depths and
-        meanfield version), compute only the blocks not yet flagged done.  With False an
-        existing store is an error.
+        If ``store`` holds these kernels (same inputs, activation, variances, depths,
+        architecture and meanfield version), compute only the blocks not yet flagged
+        done.  With False an existing store is an error.
     overwrite : bool, default False
         Replace an existing kernel store (only a store this function wrote; never any
         other directory).
@@ -218,19 +264,25 @@ def kernels_to_store(X, activation, sw2, sb2, depth, store, *, X2=None, block=No
     The activation must be registered by name in every worker process (built-ins are).
     Values do not depend on ``block``, on the cluster or on interruptions.
     """
-    act, sw2, sb2, L = V.network(activation, sw2, sb2, depth)
-    if np.ndim(X) != 2:
-        raise ValueError(f"X must be two-dimensional (samples x features), got shape "
-                         f"{np.shape(X)}; kernels_to_store computes fully connected kernels")
-    X = matrix("X", X)
-    n = X.shape[0]
-    if X2 is not None:
-        if np.ndim(X2) != 2:
-            raise ValueError(f"X2 must be two-dimensional (samples x features), got shape "
-                             f"{np.shape(X2)}")
-        X2 = matrix("X2", X2)
-        if X2.shape[1] != X.shape[1]:
-            raise ValueError(f"X2 has {X2.shape[1]} features but X has {X.shape[1]}")
+    conv = architecture
+    if conv is not None:  # images (n, H, W, C): meanfield/sweeps/kernel_conv.py
+        act, sw2, sb2, L, X, X2 = NC.validated(X, X2, activation, sw2, sb2, depth, conv)
+        n = X.shape[0]
+    else:
+        act, sw2, sb2, L = V.network(activation, sw2, sb2, depth)
+        if np.ndim(X) != 2:
+            raise ValueError(f"X must be two-dimensional (samples x features), got shape "
+                             f"{np.shape(X)}; pass architecture=meanfield.Conv(...) for "
+                             f"images")
+        X = matrix("X", X)
+        n = X.shape[0]
+        if X2 is not None:
+            if np.ndim(X2) != 2:
+                raise ValueError(f"X2 must be two-dimensional (samples x features), got shape "
+                                 f"{np.shape(X2)}")
+            X2 = matrix("X2", X2)
+            if X2.shape[1] != X.shape[1]:
+                raise ValueError(f"X2 has {X2.shape[1]} features but X has {X.shape[1]}")
     m = n if X2 is None else X2.shape[0]
     keep = select_depths(depths, L)
     block = _block_arg(block)
@@ -240,9 +292,11 @@ def kernels_to_store(X, activation, sw2, sb2, depth, store, *, X2=None, block=No
     store = Path(store)
     if store.exists() and not store.is_dir():
         raise ValueError(f"store {str(store)!r} is a file, not a zarr store (a directory)")
-    fp = KS.fingerprint(activation_attrs(act), sw2, sb2, L, keep, X, X2)
-    # the inputs as meanfield.kernels stacks them: X, then X2
-    Z = X if X2 is None else np.vstack([X, X2])
+    fp = KS.fingerprint(activation_attrs(act), sw2, sb2, L, keep, X, X2, conv)
+    # the inputs as meanfield.kernels stacks them: X, then X2 (images: (N, H W, C))
+    Z = X if X2 is None else np.concatenate([X, X2])
+    if conv is not None:
+        Z = Z.reshape(Z.shape[0], -1, Z.shape[-1])
     fd = None
     try:
         if store.exists() and not overwrite:
@@ -255,55 +309,82 @@ def kernels_to_store(X, activation, sw2, sb2, depth, store, *, X2=None, block=No
                 block = KS.check_existing(store, fp, block)
                 fd = lock(store)
         if fd is None:
-            block = min(block or DEFAULT_BLOCK, max(m, n))
-            _check_size(m, n, X2 is not None, keep.size, L, block, workers, store)
+            block = min(block or (DEFAULT_CONV_BLOCK if conv else DEFAULT_BLOCK), max(m, n))
             replace = store.exists()
             if replace and KS.bookkeeping(store) is None and any(store.iterdir()):
                 raise ValueError(f"{str(store)!r} exists and is not a meanfield kernel store; "
                                  f"refusing to overwrite it")
+            if conv is not None:
+                # the pixel tables of the whole set, as meanfield.kernels builds them
+                table = ConvTable(X, X2, act, sw2, sb2, L, conv)
+                _check_size(m, n, X2 is not None, keep.size, L, block, workers, store,
+                            conv_table=table.nbytes)
+            else:
+                _check_size(m, n, X2 is not None, keep.size, L, block, workers, store)
             old = lock(store) if replace else None
             try:
-                rec = table_recursion(act, sw2, sb2, Z, None if X2 is None else m)
+                if conv is not None:
+                    def fill(group):
+                        write_conv_table(group, table, block)
+                        return NC.conv_attrs(act, sw2, sb2, NC.METHODS[table.mode], conv,
+                                             X.shape[1:])
+                else:
+                    rec = table_recursion(act, sw2, sb2, Z, None if X2 is None else m)
 
-                def fill(group):
-                    write_table(group, layer_steps(rec, L), L - 1, Z.shape[0], block)
-                    # after the table: the method attributes say what its layers used
-                    return global_attrs(act, sw2, sb2, rec, f"NNGP and NTK kernels: {act.name}")
+                    def fill(group):
+                        write_table(group, layer_steps(rec, L), L - 1, Z.shape[0], block)
+                        # after the table: the method attributes say what its layers used
+                        return global_attrs(act, sw2, sb2, rec,
+                                            f"NNGP and NTK kernels: {act.name}")
 
                 fd = KS.create(store, _template(keep, m, n, block,
-                                                "X" if X2 is None else "X2"),
+                                                "X" if X2 is None else "X2", conv),
                                fp, block, fill, replace=replace)
             finally:
                 if old is not None:
                     os.close(old)
         _run(store, Z, n, m, X2 is not None, act, sw2, sb2, keep, block, client, workers,
-             progress)
+             progress, conv)
     finally:
         if fd is not None:
             os.close(fd)
     return KS.open_kernels(store)
 
 
-def _check_size(m, n, cross, kept, L, block, workers, store):
+def _check_size(m, n, cross, kept, L, block, workers, store, conv_table=None):
     """Refuse, before anything is written, a store the disk or blocks the memory cannot hold
-    (m x n kernels; the table has a row per input of X and of X2)."""
+    (m x n kernels; the table has a row per input of X and of X2).  ``conv_table``: the
+    bytes of a convolutional store's pixel tables, whose block tasks hold every kept depth
+    of their block at once (Sigma, Theta and their transposes)."""
     pts = n + m if cross else n
-    check_memory(8.0 * (BLOCK_ARRAYS * block * block * max(1, workers) + TABLE_DOUBLES * pts),
+    if conv_table is None:
+        per_block, table = BLOCK_ARRAYS * block * block, 8.0 * TABLE_DOUBLES * pts
+        disk_table = table * max(L - 1, 0)
+    else:
+        per_block, table = 4 * kept * block * block, 2.0 * block / pts * conv_table
+        disk_table = conv_table
+    check_memory(8.0 * per_block * max(1, workers) + table,
                  f"block={block} on {max(1, workers)} workers")
     what = f"kernels of {m} x {n} inputs" if cross else f"kernels of {n} inputs"
-    check_disk(8.0 * (2 * kept * float(m) * n + TABLE_DOUBLES * pts * max(L - 1, 0)),
+    check_disk(8.0 * 2 * kept * float(m) * n + disk_table,
                store.parent if not store.exists() else store, f"{what} at {kept} depths")
 
 
-def _run(store, Z, n, m, cross, act, sw2, sb2, keep, block, client, workers, progress):
+def _run(store, Z, n, m, cross, act, sw2, sb2, keep, block, client, workers, progress,
+         conv=None):
     meta = KS.bookkeeping(store)
     done = meta[KS.DONE][...]
     tasks = _tasks(store, m, n, block, done, cross)
     st = KS.kernel_store_status(store)
     root = zarr.open_group(str(store), mode="r", use_consolidated=False)
     setting = {"activation": act.name, "parameters": dict(act.parameters), "sw2": sw2,
-               "sb2": sb2, "shared": bool(root.attrs["shared_norm"]), "keep": keep,
-               "n": n, "cross": cross}
+               "sb2": sb2, "keep": keep, "n": n, "cross": cross}
+    if conv is None:
+        setting["shared"] = bool(root.attrs["shared_norm"])
+    else:
+        setting["conv"] = {"filter_size": conv.filter_size, "padding": conv.padding,
+                           "readout": conv.readout}
+        setting["image_shape"] = list(root.attrs["image_shape"])
     started = time.time()
     entry = {"started": time.strftime("%Y-%m-%dT%H:%M:%S%z", time.localtime(started)),
              "blocks_total": st.n_blocks, "blocks_done_before": st.n_done,

@@ -14,7 +14,9 @@ Layout::
         fallback     the same shape, int64: pairs x layers of the block taken by the exact
                      2-D rule
         table/       the layer table (:mod:`meanfield.sweeps.kernel_table`), over the n
-                     inputs of X followed by the m of X2
+                     inputs of X followed by the m of X2; for convolutional kernels
+                     (images, i and j index images) the pixel tables of
+                     :mod:`meanfield.sweeps.kernel_conv`
 
 Resumability rests on the same rule as sweeps (:mod:`meanfield.sweeps.run`): a block's
 flag is set only after all its data are written, so a run killed at any moment leaves at
@@ -53,13 +55,19 @@ def _digest(X):
                            digest_size=16).hexdigest()
 
 
-def fingerprint(act_attrs: dict, sw2, sb2, depth, keep, X, X2=None) -> dict:
+def fingerprint(act_attrs: dict, sw2, sb2, depth, keep, X, X2=None, conv=None) -> dict:
     """What the stored values depend on: a store is resumed only if all of it agrees.
     With a second set X2 its size and digest are part of it (``m``, ``inputs2_blake2b``);
-    without, these keys are absent, so stores of the square kernel keep their fingerprint."""
+    with a convolutional architecture (X of images (n, H, W, C)) the architecture and the
+    image shape (``architecture``, ``filter_size``, ``padding``, ``readout``, ``stride``,
+    ``image_shape``).  Keys that do not apply are absent, so the fingerprints of fully
+    connected square-kernel stores stay what they were."""
     fp = {**act_attrs, "sw2": float(sw2), "sb2": float(sb2), "depth": int(depth),
           "depths": [int(d) for d in keep], "n": int(X.shape[0]), "d": int(X.shape[1]),
           "inputs_blake2b": _digest(X), "meanfield_version": __version__}
+    if conv is not None:
+        fp.update(conv.attrs)
+        fp["image_shape"] = [int(v) for v in X.shape[1:]]
     if X2 is not None:
         fp["m"] = int(X2.shape[0])
         fp["inputs2_blake2b"] = _digest(X2)
