@@ -1,8 +1,9 @@
 """Progress bars for long work, in the library and the command line (tqdm on stderr).
 
 A bar appears only after a second of work and is erased when the work ends, so a quick
-call prints nothing and stdout stays clean; ``MEANFIELD_NO_PROGRESS=1`` (scripts, the test
-suite) turns every bar off.
+call prints nothing and stdout stays clean.  ``MEANFIELD_NO_PROGRESS=1`` (scripts, the
+test suite) turns every bar off, and so does a stderr that is neither a terminal nor a
+notebook.
 """
 
 from __future__ import annotations
@@ -12,8 +13,16 @@ import sys
 
 
 def quiet() -> bool:
-    """True when MEANFIELD_NO_PROGRESS is set (to anything but "" or "0")."""
-    return os.environ.get("MEANFIELD_NO_PROGRESS", "") not in ("", "0")
+    """True when no bar should draw: MEANFIELD_NO_PROGRESS is set (to anything but "" or
+    "0"), or stderr is neither a terminal nor a notebook (a log file would fill with
+    carriage-return updates)."""
+    if os.environ.get("MEANFIELD_NO_PROGRESS", "") not in ("", "0"):
+        return True
+    try:
+        interactive = sys.stderr.isatty()
+    except (AttributeError, ValueError):  # replaced or closed stderr
+        interactive = False
+    return not (interactive or "ipykernel" in sys.modules)
 
 
 def bar(iterable=None, total=None, desc=None, unit="it", enabled=True):

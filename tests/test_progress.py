@@ -6,6 +6,7 @@ import numpy as np
 import pytest
 
 import meanfield as mf
+from meanfield import progress
 from meanfield.ntk import recursion
 from meanfield.ntk.recursion import setup
 
@@ -41,9 +42,28 @@ def test_kernels_with_bar_shown_are_unchanged(monkeypatch, capsys):
     X = rng.standard_normal((30, 5)) * rng.uniform(0.8, 1.2, (30, 1))
     quiet = mf.kernels(X, "gelu", 2.0, 0.05, 9, progress=False)
     monkeypatch.delenv("MEANFIELD_NO_PROGRESS", raising=False)
+    monkeypatch.setattr(progress, "quiet", lambda: False)  # as on a terminal
     monkeypatch.setattr(recursion, "PROGRESS_SECONDS", 0.0)
     shown = mf.kernels(X, "gelu", 2.0, 0.05, 9)
     kept = mf.kernels(X, "gelu", 2.0, 0.05, 9, depths=[3, 9])
     assert capsys.readouterr().out == ""  # bars go to stderr only
     assert quiet.identical(shown)
     assert np.array_equal(kept.ntk.values, quiet.ntk.sel(depth=[3, 9]).values)
+
+
+def test_bars_draw_only_on_a_terminal(monkeypatch):
+    class Stream:
+        def __init__(self, tty):
+            self.tty = tty
+
+        def isatty(self):
+            return self.tty
+
+    monkeypatch.delenv("MEANFIELD_NO_PROGRESS", raising=False)
+    monkeypatch.delitem(__import__("sys").modules, "ipykernel", raising=False)
+    monkeypatch.setattr("sys.stderr", Stream(False))
+    assert progress.quiet()  # a log file gets no carriage-return updates
+    monkeypatch.setattr("sys.stderr", Stream(True))
+    assert not progress.quiet()
+    monkeypatch.setenv("MEANFIELD_NO_PROGRESS", "1")
+    assert progress.quiet()
