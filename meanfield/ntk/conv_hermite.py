@@ -46,7 +46,7 @@ import numba as nb
 import numpy as np
 
 from ..core.gaussian import hermite
-from ..core.gaussian.hermite import C_POWER_TAIL, mehler_stein
+from ..core.gaussian.hermite import C_POWER_TAIL, mehler_cut, mehler_stein
 
 _LOG_C_TAIL = math.log(C_POWER_TAIL)
 
@@ -298,12 +298,7 @@ def herm_pair(ha, hb, K, a, b, s12, same, odd):
     if not odd:
         return mehler_stein(ha, hb, K, a, b, s12, same, False)
     r = math.sqrt(a * b)
-    c = 1.0 if same else min(1.0, max(-1.0, s12 / r))
-    ac = abs(c)
-    if ac < 0.5:
-        K = min(K, 2 + int(_LOG_C_TAIL / math.log(max(ac, 1e-300))))
-    elif ac < 0.999:
-        K = min(K, 2 + int(_LOG_C_TAIL / math.log(ac)))
+    c, K = mehler_cut(K, a, b, s12, same)
     x = c * c
     y = x * x
     j = K // 2  # packed j = 1..K//2 holds k = 2j - 1 <= K - 1

@@ -292,6 +292,19 @@ def coefficients_fast(act, q, N, ladder, A, B, tau, FG, zmax=None):
 
 # --------------------------------------------------------------------------- Mehler sums
 @nb.njit(cache=True)
+def mehler_cut(K, a, b, s12, same):
+    """(c, terms): the pair's correlation c = s12 / sqrt(a b) (1 when ``same``) and the
+    number of Mehler terms, at most K, after which |c|^n < C_POWER_TAIL (|c| < 0.999)."""
+    c = 1.0 if same else min(1.0, max(-1.0, s12 / math.sqrt(a * b)))
+    ac = abs(c)
+    if ac < 0.5:
+        K = min(K, 2 + int(_LOG_C_TAIL / math.log(max(ac, 1e-300))))
+    elif ac < 0.999:
+        K = min(K, 2 + int(_LOG_C_TAIL / math.log(ac)))
+    return c, K
+
+
+@nb.njit(cache=True)
 def mehler_stein(ha, hb, K, a, b, s12, same, odd):
     """(E phi(u) phi(v), E phi'(u) phi'(v)) for (u, v) ~ N(0, [[a, s12], [s12, b]]) from the
     coefficient rows ha = a_n(a), hb = a_n(b) alone (first K used)::
@@ -308,12 +321,7 @@ def mehler_stein(ha, hb, K, a, b, s12, same, odd):
     n |c|^(n-1) times the same for phi'.
     """
     r = math.sqrt(a * b)
-    c = 1.0 if same else min(1.0, max(-1.0, s12 / r))
-    ac = abs(c)
-    if ac < 0.5:
-        K = min(K, 2 + int(_LOG_C_TAIL / math.log(max(ac, 1e-300))))
-    elif ac < 0.999:
-        K = min(K, 2 + int(_LOG_C_TAIL / math.log(ac)))
+    c, K = mehler_cut(K, a, b, s12, same)
     D = 0.0
     Dp = 0.0
     if odd:
