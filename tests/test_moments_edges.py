@@ -37,3 +37,35 @@ def test_expansion_meets_the_rule(name):
     assert below.D == pytest.approx(above.D, rel=1e-15)
     assert below.Dp == pytest.approx(above.Dp, rel=1e-15)
     assert below.Delta == pytest.approx(above.Delta, rel=1e-7)
+
+
+@pytest.mark.parametrize("name", ["elu", "selu", "hard_tanh", "relu_custom"])
+@pytest.mark.parametrize("sign", [1.0, -1.0])
+def test_pair_at_exact_alignment_with_unequal_variances(name, sign):
+    """c = +-1 exactly with s11 != s22 (x' = 1.3 x or -0.7 x at sb2 = 0): a 1-D integral.
+    The kinked rule used to divide by the zero smoothing width there."""
+    import math
+
+    from scipy import integrate
+
+    import meanfield as mf
+    if name == "relu_custom":
+        act = mf.register_activation("relu_custom", lambda x: max(x, 0.0), lambda x: 1.0 if x > 0.0 else 0.0,
+                                     kinks=(0.0,))
+    else:
+        act = get_activation(name)
+    try:
+        s11, s22 = 0.8, 0.8 * 1.69
+        D, Dp = E.pair(act.record, s11, s22, sign * math.sqrt(s11 * s22), False)
+        r1, r2 = math.sqrt(s11), sign * math.sqrt(s22)
+        pdf = lambda z: math.exp(-0.5 * z * z) / math.sqrt(2 * math.pi)  # noqa: E731
+        pts = sorted({k / r1 for k in act.kinks} | {k / r2 for k in act.kinks})
+        f = lambda z: float(act(r1 * z) * act(r2 * z)) * pdf(z)  # noqa: E731
+        g = lambda z: float(act.derivative(r1 * z) * act.derivative(r2 * z)) * pdf(z)  # noqa: E731
+        Dr = integrate.quad(f, -12, 12, points=pts, epsabs=1e-15, epsrel=1e-13, limit=200)[0]
+        Dpr = integrate.quad(g, -12, 12, points=pts, epsabs=1e-15, epsrel=1e-13, limit=200)[0]
+        assert D == pytest.approx(Dr, rel=1e-12, abs=1e-14)
+        assert Dp == pytest.approx(Dpr, rel=1e-12, abs=1e-14)
+    finally:
+        if name == "relu_custom":
+            mf.unregister_activation("relu_custom")

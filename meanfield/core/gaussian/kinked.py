@@ -92,7 +92,9 @@ def _kinked_breakpoints(kinks, r1, r2, c, s, w1):
     """
     nk = kinks.shape[0]
     sigma = s / abs(c) if c != 0.0 else math.inf
-    base = min(0.125 * sigma, w1)
+    # s = 0 (c = +-1 with unequal variances, e.g. x' = 2x at sb2 = 0): no smoothing, the
+    # integral is 1-D and u2's kink is just a breakpoint.
+    base = min(0.125 * sigma, w1) if sigma > 0.0 else w1
     pts = np.empty(2 + nk * (2 + 2 * (_levels(w1) + _levels(base))))
     pts[0] = -Z1
     pts[1] = Z1
