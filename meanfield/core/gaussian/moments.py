@@ -47,7 +47,8 @@ import numpy as np
 
 from ..functions import CF_NONE, kink_at_zero, phi
 from . import closed
-from .kinked import Pair, graded_breakpoints, graded_rule, kinked_rule, soft_kink
+from .kinked import (Q_SOFT, Pair, graded_breakpoints, graded_only, graded_rule, kinked_rule,
+                     soft_kink)
 from .quadrature import (PANEL_MAX, PANELS_PER_STEP, SQ_LIMIT, Z1, Z2, breakpoints,
                          gaussian_panels, hermite_sums, pdf, step)
 
@@ -161,7 +162,16 @@ def moments1(act, q, herm, fold):
                     nn += 1
     else:
         width = min(PANEL_MAX, PANELS_PER_STEP * h)
-        pts = breakpoints(kinks, sq, 0.0, -zmax, zmax)
+        if q > Q_SOFT and not want_herm and graded_only(act):
+            # elu, selu, hard_tanh change only within ~1/sqrt(q) of their kinks: panels
+            # graded away from them cost O(log q) where uniform ones cost O(sqrt(q))
+            # (elu at q = 1e8: 36 ms -> well under 1 ms).
+            pts = graded_breakpoints(kinks, sq, 0.0, width)
+            pts[0] = -zmax
+            pts[-1] = zmax
+            width = PANEL_MAX
+        else:
+            pts = breakpoints(kinks, sq, 0.0, -zmax, zmax)
         nodes, weights = gaussian_panels(pts, width)
         nn = nodes.shape[0]
         zs = np.empty(nn if want_herm else 0)
