@@ -241,7 +241,7 @@ def run_case(X, act, sw2, sb2, nt):
 
 
 def compare_numpy(X, act, sw2, sb2, t_ours, m_ours, S, T):
-    if act in ("tanh", "silu", "softplus") and not KM.setup(get_activation(act), sw2, sb2, X[:2],
+    if act in ("tanh", "silu", "softplus", "elu", "selu") and not KM.setup(get_activation(act), sw2, sb2, X[:2],
                                                 [(np.arange(2), np.arange(2), True)]).shared:
         # Raw inputs without a closed form: the per-input Hermite series (exact 2-D rule
         # where its bound fails), checked against the 2-D quadrature for every pair.
@@ -307,10 +307,12 @@ def main():
     # Raw inputs without a closed form take the per-input Hermite series with the exact
     # 2-D rule as fallback (meanfield.core.gaussian.hermite).  softplus at (2, 0.05) is in
     # its unbounded phase (q^l grows ~0.5 per layer, c^l -> 1): past depth ~8 its pairs
-    # take the Taylor series about c = 1 (meanfield.ntk.taylor).
+    # take the Taylor series about c = 1 (meanfield.ntk.taylor); the pairs of elu and selu
+    # near c = +-1, the angular table (meanfield.ntk.angular).
     raw_cases = [c for c in CASES if c[0] != "tanh"] + [("gelu", 2.0, 0.05), ("tanh", 2.0, 0.05),
                                                         ("silu", 2.0, 0.05),
-                                                        ("softplus", 2.0, 0.05)]
+                                                        ("softplus", 2.0, 0.05),
+                                                        ("elu", 2.0, 0.05), ("selu", 1.0, 0.05)]
     nt = nt_python(args.nt_python)
     runs = ([("inputs on a sphere", X, CASES)] if not args.raw or args.both else [])
     if args.raw or args.both:

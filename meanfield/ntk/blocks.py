@@ -37,9 +37,9 @@ from numba import prange
 
 from ..core.functions import CF_ERF, CF_GELU, CF_RELU
 from ..core.gaussian import closed
-from ..core.gaussian.hermite import RTOL as HERM_RTOL
 from ..core.gaussian.moments import moments2, pair
-from . import taylor as TY
+from . import hermite_tile
+from .tiles import TILE, put as _put, upper_pair  # noqa: F401  (upper_pair re-exported)
 
 MODE_GENERAL = 0
 MODE_SHARED_CLOSED = 1
@@ -52,7 +52,8 @@ LayerPlan = namedtuple("LayerPlan", ["mode", "q", "q_next", "m_phi2", "coef1", "
                                      "q_rows", "q_cols", "herm_n", "ladder", "a_rows", "b_rows",
                                      "a_cols", "b_cols", "tau_rows", "tau_cols", "fg_rows",
                                      "fg_cols", "fallback", "tay_k", "tay_m", "tay_u", "tay_t",
-                                     "tay_sdr", "tay_spr", "tay_sdc", "tay_spc", "tay_e", "taylor"])
+                                     "tay_sdr", "tay_spr", "tay_sdc", "tay_spc", "tay_e", "taylor",
+                                     "angular"])
 LayerPlan.__doc__ = """K layers of the recursion, one entry (or row) per layer k.
 
 mode : int64[K]
@@ -61,7 +62,9 @@ q, q_next, m_phi2 : float64[K]
     Shared variance at depth l and l + 1, and E phi^2 at q (shared modes).
 coef1, coef2 : float64[K, M]
     Closed-form constants (MODE_SHARED_CLOSED, in ``coef1``) or the Chebyshev coefficients
-    of Delta/(1 - c) and E phi'phi' (MODE_SHARED_CHEB, the first ``n_coef[k]`` of each row).
+    of Delta/(1 - c) and E phi'phi' (MODE_SHARED_CHEB, the first ``n_coef[k]`` of each row);
+    MODE_GENERAL_HERMITE: the Taylor table in ``coef1``, the angular table
+    (:func:`meanfield.ntk.angular.build`, zeros without one) in ``coef2``.
 q_rows, q_cols : float64[K, n]
     Per-point variances of the block's rows and columns (MODE_GENERAL*).
 herm_n : int64[K]
@@ -81,6 +84,8 @@ fallback : int64[tiles]
 tay_* : the Taylor data about c = 1 per layer, see :func:`meanfield.ntk.taylor.row_in_tile`.
 taylor : int64[tiles]
     Out: pairs x layers of each tile computed by that Taylor series.
+angular : int64[tiles]
+    Out: pairs x layers of each tile computed by the angular table.
 """
 BlockState = namedtuple("BlockState", ["sig", "th", "eps"])
 BlockState.__doc__ = """Sigma^l, Theta^l and eps^l = 1 - c^l (shared modes) of a block, updated in place."""
@@ -124,30 +129,6 @@ def node_moments(act, q, eps, out):
 
 
 # --------------------------------------------------------------------------- layers of a block
-TILE = 64  # a 64 x 64 tile of the state (eps, Theta, Sigma) is 96 kB: it stays in L2
-
-
-@nb.njit(cache=True)
-def upper_pair(t, n):
-    """Pair number t -> (i, j), i <= j, row-major over the upper triangle of an n x n
-    matrix (of tiles here, of images in the convolutional blocks)."""
-    i = 0
-    rem = t
-    while rem >= n - i:
-        rem -= n - i
-        i += 1
-    return i, i + rem
-
-
-@nb.njit(cache=True)
-def _put(k, i, j, sv, tv, S, T, sym):
-    S[k, i, j] = sv
-    T[k, i, j] = tv
-    if sym:
-        S[k, j, i] = sv
-        T[k, j, i] = tv
-
-
 # One function per mode: a single function with every mode's branch inside the pair loop
 # ran the closed forms at half speed (the quadrature code inlined next to them spoils
 # the loop's register allocation).
@@ -286,146 +267,6 @@ def _tile_general_closed(k, act, sw2, sb2, qr, qc, sig, th, S, T, sym, i0, i1, j
             _put(k, i, j, sv, tv, S, T, sym)
 
 
-@nb.njit(cache=True, error_model="numpy")
-def _tile_hermite(k, act, sw2, sb2, plan, sig, th, S, T, sym, i0, i1, j0, j1, tile):
-    """MODE_GENERAL_HERMITE: Mehler sums per pair, Horner in c vectorized along a row of
-    the tile, each pair truncated at its own order (the terms above it enter as exact
-    zeros); where no order of the ladder meets the bound, the Taylor series about c = 1
-    if the layer has one and its bound is met (:func:`taylor.row_in_tile`), else the
-    exact 2-D rule.
-
-    The loops run over row views indexed from 0 (see :func:`_tile_general_fast`: an
-    index ``j0 + t`` of unknown sign makes Numba's wraparound check gather element by
-    element), with error_model="numpy" so no division check blocks vectorization."""
-    i0 = int(i0)
-    i1 = int(i1)
-    j0 = int(j0)
-    j1 = int(j1)
-    qr = plan.q_rows[k]
-    qc = plan.q_cols[k]
-    Ar = plan.a_rows[k]
-    Br = plan.b_rows[k]
-    Ac = plan.a_cols[k]
-    Bc = plan.b_cols[k]
-    tr = plan.tau_rows[k]
-    tc = plan.tau_cols[k]
-    fg = plan.fg_rows[k]
-    ladder = plan.ladder
-    nmax = plan.herm_n[k]
-    nj = j1 - j0
-    rc0 = np.empty(nj)
-    qcv = qc[j0:j1]
-    for t in range(nj):
-        rc0[t] = 1.0 / math.sqrt(qcv[t]) if qcv[t] > 0.0 else 0.0
-    cv0 = np.empty(nj)
-    npair0 = np.empty(nj, dtype=np.int64)
-    nfail0 = np.empty(nj, dtype=np.int64)
-    pw0 = np.empty(nj)
-    cinc0 = np.empty(nj)
-    accd0 = np.empty(nj)
-    accp0 = np.empty(nj)
-    nfb = 0
-    ntay = 0
-    sqc0 = np.sqrt(np.maximum(qcv, 0.0))
-    wk = np.empty((9, nj))  # Taylor: x, sums D and P, scratch
-    want0 = np.empty(nj, dtype=np.bool_)
-    kt0 = np.empty(nj, dtype=np.int64)
-    for i in range(i0, i1):
-        jb = max(i, j0) if sym else j0
-        b0 = jb - j0
-        mm = j1 - jb
-        srow = sig[i, jb:j1]
-        trow = th[i, jb:j1]
-        rc = rc0[b0:]
-        cv = cv0[:mm]
-        npair = npair0[:mm]
-        nfail = nfail0[:mm]
-        pw = pw0[:mm]
-        cinc = cinc0[:mm]
-        accd = accd0[:mm]
-        accp = accp0[:mm]
-        ri = 1.0 / math.sqrt(qr[i]) if qr[i] > 0.0 else 0.0
-        nrow = -1
-        for t in range(mm):
-            c = min(1.0, max(-1.0, srow[t] * ri * rc[t]))
-            cv[t] = c
-            accd[t] = 0.0
-            accp[t] = 0.0
-        # Each pair's order: the first of the ladder with |c|^(N+1) tau_i tau_j <= RTOL for
-        # phi and phi' (tails are non-increasing along the ladder, so the failing orders
-        # form a prefix and are counted branch-free).  Depends on the pair alone, so
-        # results do not depend on the tiling.
-        for t in range(mm):
-            ac = abs(cv[t])
-            c4 = ac * ac
-            c4 = c4 * c4
-            pw[t] = c4 * c4 * ac  # |c|^(LADDER[0] + 1), LADDER[0] = 8
-            cinc[t] = c4
-            nfail[t] = 0
-        inc_prev = 4
-        mvalid = 0
-        for m in range(ladder.shape[0]):
-            if ladder[m] > nmax:
-                break
-            mvalid = m + 1
-            if m > 0:
-                inc = ladder[m] - ladder[m - 1]
-                while inc_prev < inc:
-                    for t in range(mm):
-                        cinc[t] = cinc[t] * cinc[t]
-                    inc_prev *= 2
-                for t in range(mm):
-                    pw[t] = pw[t] * cinc[t]
-            tai = tr[0, m, i]
-            tbi = tr[1, m, i]
-            ta = tc[0, m, jb:j1]
-            tb = tc[1, m, jb:j1]
-            for t in range(mm):
-                okm = ((pw[t] * tai * ta[t] <= HERM_RTOL)
-                       & (pw[t] * tbi * tb[t] <= HERM_RTOL))
-                nfail[t] += 0 if okm else 1
-        for t in range(mm):
-            f = nfail[t]
-            npair[t] = ladder[f] if f < mvalid else -1
-            nrow = max(nrow, npair[t])
-        if sym and jb == i:
-            npair[0] = -1  # the diagonal: exact moments below
-        kt = kt0[:mm]
-        TY.row_in_tile(plan, k, i, jb, j1, cv, npair, math.sqrt(max(qr[i], 0.0)), sqc0[b0:],
-                       sym and jb == i, kt, wk[:, :mm], want0[:mm])
-        for n in range(nrow, -1, -1):
-            ai = Ar[n, i]
-            bi = Br[n, i]
-            an = Ac[n, jb:j1]
-            bn = Bc[n, jb:j1]
-            for t in range(mm):
-                use = n <= npair[t]
-                accd[t] = accd[t] * cv[t] + (ai * an[t] if use else 0.0)
-                accp[t] = accp[t] * cv[t] + (bi * bn[t] if use else 0.0)
-        for t in range(mm):
-            j = jb + t
-            if sym and i == j:
-                D = fg[i, 0]
-                Dp = fg[i, 1]
-            elif npair[t] >= 0:
-                D = accd[t]
-                Dp = accp[t]
-            elif kt[t] >= 0:
-                D = wk[1, t]
-                Dp = wk[2, t]
-                ntay += 1
-            else:
-                D, Dp = pair(act, qr[i], qc[j], srow[t], False)
-                nfb += 1
-            sv = sw2 * D + sb2
-            tv = sv + sw2 * Dp * trow[t]
-            srow[t] = sv
-            trow[t] = tv
-            _put(k, i, j, sv, tv, S, T, sym)
-    plan.fallback[tile] += nfb
-    plan.taylor[tile] += ntay
-
-
 @nb.njit(cache=True)
 def _tile_quad(k, mode, act, sw2, sb2, q, qnext, m_phi2, qr, qc, sig, th, eps, S, T, sym,
                i0, i1, j0, j1):
@@ -489,7 +330,7 @@ def advance(act, sw2, sb2, plan, state, S, T, sym):
                 _tile_general_closed(k, act, sw2, sb2, plan.q_rows[k], plan.q_cols[k], sig, th,
                                      S, T, sym, i0, i1, j0, j1)
             elif mode == MODE_GENERAL_HERMITE:
-                _tile_hermite(k, act, sw2, sb2, plan, sig, th, S, T, sym, i0, i1, j0, j1, t)
+                hermite_tile.hermite_layer(k, act, sw2, sb2, plan, sig, th, S, T, sym, i0, i1, j0, j1, t)
             elif mode == MODE_SHARED_CHEB:
                 _tile_cheb(k, sw2, sb2, plan.q_next[k], plan.m_phi2[k], plan.coef1[k, :n1],
                            plan.coef2[k, :n1], th, eps, S, T, sym, i0, i1, j0, j1)

@@ -51,9 +51,11 @@ from ..core.functions import CF_NONE
 from ..core.gaussian import closed
 from ..core.gaussian import hermite
 from ..core.gaussian.moments import moments1
+from . import angular
 from . import blocks as K
 from . import taylor
 from .gram import gram, refine_eps
+from .plan import layer_plan
 
 # Relative agreement between the norms |x|^2/d for the shared-norm path: treating norms
 # that differ by this much as equal perturbs q^1 by less than the 1e-12 accuracy target.
@@ -64,6 +66,11 @@ SHARED_NORM_RTOL = 1e-13
 CHEB_RTOL = 1e-13
 CHEB_N0 = 16
 CHEB_NMAX = 4096
+# Node budget of an angular table per layer: each node (a 1-D quadrature, ~20 us) saves
+# exact 2-D rules (~2-10 ms each) for ELU pairs near c = 1; no more than this many per
+# pair of the point set, and never more than ANGULAR_NODES_MAX (~1 s on one core).
+ANGULAR_NODES_PER_PAIR = 100
+ANGULAR_NODES_MAX = 50000
 # With a progress callback, Recursion.compute reports about this often (seconds).
 PROGRESS_SECONDS = 0.5
 
@@ -125,110 +132,6 @@ class LayerStep:
     herm_fg: np.ndarray = field(default_factory=lambda: _EMPTY2)
 
 
-def _herm_fields(steps, blk):
-    """Hermite arrays of the plan for one block: (herm_n, a_r, b_r, a_c, b_c, tau_r, tau_c,
-    fg_r, fg_c), zero-sized when no layer uses the Hermite mode."""
-    n = len(steps)
-    herm = [s for s in steps if s.mode == K.MODE_GENERAL_HERMITE]
-    nl = hermite.LADDER.size
-    nmax = max([s.herm_a.shape[0] for s in herm], default=0)
-    nr = blk.rows.size if herm else 0
-    nc = blk.cols.size if herm else 0
-    hn = np.zeros(n, dtype=np.int64)
-    a_r = np.zeros((n, nmax, nr))
-    b_r = np.zeros((n, nmax, nr))
-    tau_r = np.full((n, 2, nl, nr), np.inf)
-    fg_r = np.zeros((n, nr, 2))
-    same = blk.sym
-    if same:
-        a_c, b_c, tau_c, fg_c = a_r, b_r, tau_r, fg_r
-    else:
-        a_c = np.zeros((n, nmax, nc))
-        b_c = np.zeros((n, nmax, nc))
-        tau_c = np.full((n, 2, nl, nc), np.inf)
-        fg_c = np.zeros((n, nc, 2))
-    for k, s in enumerate(steps):
-        if s.mode != K.MODE_GENERAL_HERMITE:
-            continue
-        N1 = s.herm_a.shape[0]
-        hn[k] = N1 - 1
-        a_r[k, :N1] = s.herm_a[:, blk.rows]
-        b_r[k, :N1] = s.herm_b[:, blk.rows]
-        tau_r[k] = s.herm_tau[blk.rows].transpose(1, 2, 0)
-        fg_r[k] = s.herm_fg[blk.rows]
-        if not same:
-            a_c[k, :N1] = s.herm_a[:, blk.cols]
-            b_c[k, :N1] = s.herm_b[:, blk.cols]
-            tau_c[k] = s.herm_tau[blk.cols].transpose(1, 2, 0)
-            fg_c[k] = s.herm_fg[blk.cols]
-    return hn, a_r, b_r, a_c, b_c, tau_r, tau_c, fg_r, fg_c
-
-
-def _taylor_fields(steps, blk):
-    """Taylor arrays of the plan for one block (:func:`taylor.row_in_tile`): the per-input
-    data of each layer's table at the block's rows and columns, zero-sized without tables."""
-    n = len(steps)
-    dims = [taylor.table_dims(s.coef1) if s.mode == K.MODE_GENERAL_HERMITE else (0, 0)
-            for s in steps]
-    kmax = max([d[0] for d in dims], default=0)
-    M = max([d[1] for d in dims], default=0)
-    nr, nc = (blk.rows.size, blk.cols.size) if kmax else (0, 0)
-    tk = np.array([d[0] for d in dims], dtype=np.int64)
-    tm = np.array([d[1] for d in dims], dtype=np.int64)
-    U = np.zeros((n, kmax + 1, M, nr))
-    T = np.zeros((n, M, nc))
-    sd = [np.zeros((n, kmax + 1, m)) for m in (nr, nr, nc, nc)]
-    E = np.zeros((n, 2, kmax + 1))
-    for k, (s, (km, Mk)) in enumerate(zip(steps, dims)):
-        if km == 0:
-            continue
-        tab = s.coef1
-        for pts, a, b in ((blk.rows, 0, 1), (blk.cols, 2, 3)):
-            Uk = np.empty((km + 1, Mk, pts.size))
-            Tk = np.empty((Mk, pts.size))
-            d1 = np.empty((km + 1, pts.size))
-            d2 = np.empty((km + 1, pts.size))
-            taylor.point_data(tab, s.q_points[pts], s.herm_fg[pts], Uk, Tk, d1, d2)
-            if a == 0:
-                U[k, :km + 1, :Mk] = Uk
-            else:
-                T[k, :Mk] = Tk
-            sd[a][k, :km + 1] = d1
-            sd[b][k, :km + 1] = d2
-        h = taylor.HEAD
-        E[k, 0, :km + 1] = tab[h:h + km + 1] / tab[4]
-        E[k, 1, :km + 1] = tab[h + 1:h + km + 2] / tab[5]
-    return tk, tm, U, T, sd[0], sd[1], sd[2], sd[3], E
-
-
-def _n_tiles(blk):
-    nr = (blk.rows.size + K.TILE - 1) // K.TILE
-    nc = (blk.cols.size + K.TILE - 1) // K.TILE
-    return nr * (nr + 1) // 2 if blk.sym else nr * nc
-
-
-def _plan(steps, blk, general):
-    """The :class:`~meanfield.ntk.blocks.LayerPlan` of ``steps`` for one block."""
-    n = len(steps)
-    width = max([max(s.coef1.size, s.coef2.size) for s in steps] + [1])
-    c1 = np.zeros((n, width))
-    c2 = np.zeros((n, width))
-    lens = np.zeros(n, dtype=np.int64)
-    for k, s in enumerate(steps):
-        c1[k, :s.coef1.size] = s.coef1
-        c2[k, :s.coef2.size] = s.coef2
-        lens[k] = max(s.coef1.size, s.coef2.size)
-    q_rows = np.array([s.q_points[blk.rows] for s in steps]) if general else np.zeros((n, 0))
-    q_cols = np.array([s.q_points[blk.cols] for s in steps]) if general else np.zeros((n, 0))
-    hf = _herm_fields(steps, blk)
-    tf = _taylor_fields(steps, blk)
-    return K.LayerPlan(np.array([s.mode for s in steps], dtype=np.int64),
-                       np.array([s.q for s in steps]), np.array([s.q_next for s in steps]),
-                       np.array([s.m_phi2 for s in steps]), c1, c2, lens, q_rows, q_cols,
-                       hf[0], hermite.LADDER, *hf[1:], np.zeros(_n_tiles(blk), dtype=np.int64),
-                       *tf, np.zeros(_n_tiles(blk), dtype=np.int64))
-
-
 def _cheb_coef(v):
     """Chebyshev coefficients of the interpolant through v_k at x_k = cos(pi k / N)."""
     N = v.size - 1
@@ -249,8 +152,10 @@ class Recursion:
         self.act, self.sw2, self.sb2 = act, float(sw2), float(sb2)
         self.rec = act.record
         self.qz = np.ascontiguousarray(qz, dtype=np.float64)
-        self.shared = bool(shared)
-        self.q = float(self.qz[0]) if shared else math.nan
+        # Shared norms with a kinked phi would take the 2-D rule per pair (~2 ms); for the
+        # ELU family the per-pair path with its angular table is ~1e4 times faster.
+        self.shared = bool(shared) and not (hermite_series and angular.applies(act))
+        self.q = float(self.qz[0]) if self.shared else math.nan
         self.blocks = blocks
         # Pairs whose expectations each layer needs: an interpolant with more nodes than
         # this costs more 2-D quadratures than computing every pair directly.
@@ -260,8 +165,9 @@ class Recursion:
         self.warned = False
         self.fallback_pairs = 0  # pairs x layers computed by the exact rule (Hermite mode)
         self.taylor_pairs = 0  # pairs x layers computed by the Taylor series about c = 1
+        self.angular_pairs = 0  # pairs x layers computed by the angular table (ELU family)
         self.hermite_terms = []  # Hermite orders N per depth (Hermite mode)
-        if not shared:
+        if not self.shared:
             if act.closed_form != CF_NONE:
                 self.mode = K.MODE_GENERAL_CLOSED
             elif hermite_series:
@@ -279,8 +185,11 @@ class Recursion:
         """Method-specific global attributes of a kernel dataset."""
         if self.mode != K.MODE_GENERAL_HERMITE:
             return {}
-        return {"pairs_exact_fallback": int(self.fallback_pairs),
-                "hermite_terms_max": int(max(self.hermite_terms, default=0))}
+        out = {"pairs_exact_fallback": int(self.fallback_pairs),
+               "hermite_terms_max": int(max(self.hermite_terms, default=0))}
+        if angular.applies(self.act):
+            out["pairs_angular_table"] = int(self.angular_pairs)
+        return out
 
     @property
     def method(self):
@@ -290,6 +199,8 @@ class Recursion:
                  K.MODE_GENERAL_HERMITE: ("per-pair covariance: per-input Hermite (Mehler) "
                                           "series, " + ("Taylor series about c = 1 and "
                                                         if self.act.derivatives else "")
+                                          + ("Chebyshev table in the angle arccos c and "
+                                             if angular.applies(self.act) else "")
                                           + "exact 2-D quadrature where its bound is not met"),
                  K.MODE_SHARED_CLOSED: "shared norm: closed form",
                  K.MODE_SHARED_CHEB: "shared norm: Chebyshev interpolant in c of 2-D quadratures",
@@ -385,10 +296,27 @@ class Recursion:
             # sw2 E phi^2 + sb2 from the same value as diag_step: the length map bit for bit.
             qzn = self.sw2 * fg[:, 0] + self.sb2
             tab = taylor.build_table(self.act, qz, fg[:, 0], fg[:, 1])
-            return LayerStep(self.mode, self.q, 0.0, 0.0, tab, _EMPTY, qz, qzn, A, B, tau, fg)
+            return LayerStep(self.mode, self.q, 0.0, 0.0, tab, self._angular(qz, N, tau), qz,
+                             qzn, A, B, tau, fg)
         qzn = np.empty_like(qz)
         K.diag_step(self.rec, self.sw2, self.sb2, qz, qzn, np.empty_like(qz))
         return LayerStep(self.mode, self.q, 0.0, 0.0, _EMPTY, _EMPTY, qz, qzn)
+
+    def _angular(self, qz, N, tau):
+        """The angular table of a layer (ELU family), over the angles where some pair may
+        miss the Hermite bound; empty when it does not apply or cannot be built."""
+        if not angular.applies(self.act):
+            return _EMPTY
+        # Every pair with |c| <= c_m meets the bound at ladder order m (worst inputs).
+        c_pass = 0.0
+        with np.errstate(divide="ignore", over="ignore"):
+            for m, order in enumerate(hermite.LADDER):
+                worst = float(np.max(tau[:, :, m]))
+                if order <= N and worst > 0.0 and np.isfinite(worst):
+                    c_pass = max(c_pass, min(1.0, (hermite.RTOL / worst ** 2) ** (1.0 / (order + 1))))
+        theta_max = math.pi if c_pass < 0.5 else min(math.pi, 1.02 * math.acos(c_pass))
+        budget = min(ANGULAR_NODES_MAX, ANGULAR_NODES_PER_PAIR * self.n_pairs)
+        return angular.build(self.act, np.sqrt(qz), theta_max, budget)
 
     def _step(self, q, qz):
         s = self._shared_step(q) if self.shared else self._general_step(qz)
@@ -397,10 +325,11 @@ class Recursion:
 
     def _advance(self, steps, blk, S, T):
         """Run the Numba kernel for the given layers on one block."""
-        plan = _plan(steps, blk, not self.shared)
+        plan = layer_plan(steps, blk, not self.shared)
         K.advance(self.rec, self.sw2, self.sb2, plan, blk.state, S, T, blk.sym)
         self.fallback_pairs += int(plan.fallback.sum())
         self.taylor_pairs += int(plan.taylor.sum())
+        self.angular_pairs += int(plan.angular.sum())
 
     def compute(self, depth, store, progress=None):
         """Fill ``store`` = [(Sigma (L, nr, nc), Theta (L, nr, nc)) per block] for depths 1..L.
