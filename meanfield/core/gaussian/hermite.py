@@ -45,7 +45,7 @@ import numpy as np
 from numba import prange
 
 from ..functions import phi
-from .kinked import graded_breakpoints, graded_only
+from .kinked import Q_SOFT, graded_breakpoints, graded_only
 from .moments import pair
 from .quadrature import (PANEL_MAX, PANELS_PER_STEP, Z1, breakpoints, panel_count, panel_nodes,
                          pdf, step)
@@ -101,7 +101,7 @@ def _nodes(act, q, N):
             ws[k + K] = h * pdf(z)
         return zs, ws
     width = min(PANEL_MAX, PANELS_PER_STEP * h)
-    if graded_only(act):
+    if q > Q_SOFT and graded_only(act):
         # elu, selu, hard_tanh: phi(sqrt(q) z) changes only within ~1/sqrt(q) of its kinks
         # (linear, constant or exponential between them), so panels graded away from the
         # kinks from that width up to the one He_N needs keep the cost O(log q) instead of
