@@ -45,9 +45,9 @@ import numpy as np
 from numba import prange
 
 from ..functions import phi
-from .kinked import Q_SOFT, graded_breakpoints, graded_only
+from .kinked import Q_SOFT, kink_breakpoints
 from .moments import pair
-from .quadrature import (PANEL_MAX, PANELS_PER_STEP, Z1, breakpoints, panel_count, panel_nodes,
+from .quadrature import (PANEL_MAX, PANELS_PER_STEP, Z1, panel_count, panel_nodes,
                          pdf, step)
 
 # Truncation orders at which tails are stored; a pair uses the first that meets RTOL.
@@ -101,18 +101,10 @@ def _nodes(act, q, N):
             ws[k + K] = h * pdf(z)
         return zs, ws
     width = min(PANEL_MAX, PANELS_PER_STEP * h)
-    if q > Q_SOFT and graded_only(act):
-        # elu, selu, hard_tanh: phi(sqrt(q) z) changes only within ~1/sqrt(q) of its kinks
-        # (linear, constant or exponential between them), so panels graded away from the
-        # kinks from that width up to the one He_N needs keep the cost O(log q) instead of
-        # O(sqrt(q)) (at q = 1e8: 26 s -> ms for 200 points).
-        wide = min(PANEL_MAX, PANELS_PER_STEP * STEP_FACTOR * H_HERM / math.sqrt(N + 1.0))
-        pts = graded_breakpoints(kinks, sq, 0.0, width)
-        pts[0] = -zmax
-        pts[-1] = zmax
-        width = wide
-    else:
-        pts = breakpoints(kinks, sq, 0.0, -zmax, zmax)
+    pts, graded = kink_breakpoints(act, sq, width, zmax, q > Q_SOFT)
+    if graded:
+        # Away from the kinks the panels need only resolve He_N.
+        width = min(PANEL_MAX, PANELS_PER_STEP * STEP_FACTOR * H_HERM / math.sqrt(N + 1.0))
     nmax = panel_count(pts, width)
     zs = np.empty(nmax)
     ws = np.empty(nmax)

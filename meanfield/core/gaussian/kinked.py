@@ -80,6 +80,24 @@ def graded_breakpoints(kinks, scale, shift, base):
 
 
 @nb.njit(cache=True)
+def kink_breakpoints(act, sq, width, zmax, grade):
+    """(pts, graded): breakpoints in z on [-zmax, zmax] for phi(sq z), phi with kinks.
+
+    With ``grade`` (callers pass q > Q_SOFT) and an activation whose only features are its
+    kinks (:func:`graded_only`: elu, selu, hard_tanh), the panels are graded away from the
+    kinks from ``width``: phi(sq z) changes only within ~1/sq of them, so the cost is
+    O(log q) where uniform panels of width ~1/sq cost O(sqrt(q)) (elu at q = 1e8: 36 ms
+    -> 0.14 ms a point, and 3e-16 against mpmath where the uniform panels were 2.5e-13
+    off).  Otherwise just the kinks, for uniform panels of ``width``."""
+    if grade and graded_only(act):
+        pts = graded_breakpoints(act.kinks, sq, 0.0, width)
+        pts[0] = -zmax
+        pts[-1] = zmax
+        return pts, True
+    return breakpoints(act.kinks, sq, 0.0, -zmax, zmax), False
+
+
+@nb.njit(cache=True)
 def _kinked_breakpoints(kinks, r1, r2, c, s, w1):
     """Outer breakpoints in z1 of the kinked two-point rule (see :func:`_kinked_rule`).
 

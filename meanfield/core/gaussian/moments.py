@@ -47,9 +47,9 @@ import numpy as np
 
 from ..functions import CF_NONE, kink_at_zero, phi
 from . import closed
-from .kinked import (Q_SOFT, Pair, graded_breakpoints, graded_only, graded_rule, kinked_rule,
-                     soft_kink)
-from .quadrature import (PANEL_MAX, PANELS_PER_STEP, SQ_LIMIT, Z1, Z2, breakpoints,
+from .kinked import (Q_SOFT, Pair, graded_breakpoints, graded_rule, kink_breakpoints,
+                     kinked_rule, soft_kink)
+from .quadrature import (PANEL_MAX, PANELS_PER_STEP, SQ_LIMIT, Z1, Z2,
                          gaussian_panels, hermite_sums, pdf, step)
 
 Moments1 = namedtuple("Moments1", ["phi", "phi2", "phi2z", "dphi2", "dphi", "phi2h4", "dphi2z"])
@@ -162,16 +162,9 @@ def moments1(act, q, herm, fold):
                     nn += 1
     else:
         width = min(PANEL_MAX, PANELS_PER_STEP * h)
-        if q > Q_SOFT and not want_herm and graded_only(act):
-            # elu, selu, hard_tanh change only within ~1/sqrt(q) of their kinks: panels
-            # graded away from them cost O(log q) where uniform ones cost O(sqrt(q))
-            # (elu at q = 1e8: 36 ms -> well under 1 ms).
-            pts = graded_breakpoints(kinks, sq, 0.0, width)
-            pts[0] = -zmax
-            pts[-1] = zmax
+        pts, graded = kink_breakpoints(act, sq, width, zmax, q > Q_SOFT and not want_herm)
+        if graded:
             width = PANEL_MAX
-        else:
-            pts = breakpoints(kinks, sq, 0.0, -zmax, zmax)
         nodes, weights = gaussian_panels(pts, width)
         nn = nodes.shape[0]
         zs = np.empty(nn if want_herm else 0)
