@@ -28,10 +28,12 @@ and graded geometrically towards it (the conditional expectations change over
 |z1| ~ tan(theta), the exponential pieces over 1/s); node values agree with the exact
 2-D rule to ~1e-14.
 
-The table is accepted only when doubling its nodes in theta and in s changes no value at
-the fresh nodes by more than ``RTOL`` of the table's largest |F| (|G|); otherwise the
-layer keeps the exact rule.  A pair then costs (N_theta + 1)(N_s + 1) multiply-adds:
-W_i[k, b] = sum_a C[k, a, b] T_a(x_i) once per row input, then
+The degrees come from probes against fresh midpoints, and the finished table is accepted
+only if it reproduces fresh node values at random points of its domain to ``RTOL`` of
+the largest |F| (|G|) there (:func:`build`); otherwise the layer keeps the exact rule.
+At large q the functions change over theta ~ 1/sqrt(q) near 0, and theta is split into
+panels graded towards 0.  A pair then costs (N_theta + 1)(N_s + 1) multiply-adds:
+W_i[k, b] = sum_a C[p, k, a, b] T_a(x_i) once per row input and panel p, then
 F = sum_k T_k(t) sum_b W_i[k, b] T_b(x_j).
 """
 
