@@ -167,3 +167,69 @@ def test_deep_taylor_kernels_do_not_depend_on_tiling():
         atol = 1e-14 * np.max(np.abs(F))
         np.testing.assert_allclose(fullp[v].values, F[:, perm][:, :, perm], rtol=1e-13, atol=atol)
         np.testing.assert_allclose(cross[v].values, F[:, 90:, :90], rtol=1e-13, atol=atol)
+
+
+def _softplus_table(q):
+    sp = get_activation("softplus")
+    FG = np.empty((q.size, 2))
+    from meanfield.core.gaussian import hermite
+    hermite.exact_moments(sp.record, q, FG)
+    return taylor.build_table(sp, q, FG[:, 0], FG[:, 1]), FG
+
+
+def test_covers_is_a_sufficient_condition_for_every_pair():
+    # covers(tab, q, FG, X): every pair of these inputs with |x| <= X meets the bound of
+    # row() at some order.  Checked on all pairs at |x| = X (the worst case: the bound
+    # grows with |x|), and the condition must fail for |x| large enough.
+    q = np.linspace(9.0, 10.0, 12)
+    tab, FG = _softplus_table(q)
+    km, M = taylor.table_dims(tab)
+    n = q.size
+    U = np.empty((km + 1, M, n))
+    T = np.empty((M, n))
+    sd = np.empty((km + 1, n))
+    sp_ = np.empty((km + 1, n))
+    taylor.point_data(tab, q, FG, U, T, sd, sp_)
+    h = taylor.HEAD
+    eD = tab[h:h + km + 1] / tab[4]
+    eP = tab[h + 1:h + km + 2] / tab[5]
+    reach = [X for X in (1e-4, 1e-3, 1e-2, 0.05, 0.1, 0.3, 1.0, 3.0) if taylor.covers(tab, q, FG, X)]
+    assert 1e-4 in reach and 3.0 not in reach
+    X = max(reach)
+    for i in range(n):
+        x = np.full(n - 1, -X)
+        kt = np.empty(n - 1, dtype=np.int64)
+        wk = np.zeros((8, n - 1))
+        cols = [j for j in range(n) if j != i]
+        taylor.row(km, M, U[:, :, i], sd[:, i], sp_[:, i], T[:, cols], sd[:, cols],
+                   sp_[:, cols], eD, eP, x, np.ones(n - 1, dtype=np.bool_), kt, *wk)
+        assert np.all(kt >= 1), (i, X, kt)
+
+
+def test_layers_taylor_takes_whole_skip_hermite_and_values_are_unchanged():
+    # Softplus at (2, 0.05) is unbounded: past depth ~9 every pair is near c = 1 and the
+    # Taylor table takes them all, so those layers compute no Hermite coefficients.  The
+    # kernel must be the same bit for bit as with the coefficients at every layer (each
+    # pair's method depends on the pair alone), in one block and through iterate().
+    from meanfield.ntk import recursion as R
+    rng = np.random.default_rng(11)
+    X = rng.standard_normal((60, 30)) * rng.uniform(0.85, 1.15, size=(60, 1))
+    idx = np.arange(60)
+    act = get_activation("softplus")
+    out = []
+    for lazy in (True, False):
+        rec = R.setup(act, 2.0, 0.05, X, [(idx, idx, True)])
+        rec.layer_major = lazy
+        S = np.empty((30, 60, 60))
+        T = np.empty((30, 60, 60))
+        rec.compute(30, [(S, T)])
+        out.append((S, T, rec.hermite_skipped, rec.fallback_pairs, rec.taylor_pairs))
+    assert out[0][2] >= 15 and out[1][2] == 0 and out[0][3:] == out[1][3:]
+    np.testing.assert_array_equal(out[0][0], out[1][0])
+    np.testing.assert_array_equal(out[0][1], out[1][1])
+    rec = R.setup(act, 2.0, 0.05, X, [(idx, idx, True)])
+    for _ in rec.iterate(30):
+        pass
+    assert rec.hermite_skipped == out[0][2]
+    np.testing.assert_array_equal(rec.blocks[0].sig, out[0][0][-1])
+    np.testing.assert_array_equal(rec.blocks[0].th, out[0][1][-1])

@@ -39,7 +39,7 @@ from ..core.functions import CF_ERF, CF_GELU, CF_RELU
 from ..core.gaussian import closed
 from ..core.gaussian.moments import moments2, pair
 from . import hermite_tile
-from .tiles import TILE, put as _put, upper_pair  # noqa: F401  (upper_pair re-exported)
+from .tiles import TILE, mirror, upper_pair  # noqa: F401  (upper_pair re-exported)
 
 MODE_GENERAL = 0
 MODE_SHARED_CLOSED = 1
@@ -145,7 +145,8 @@ def _tile_closed(k, act, sw2, sb2, q, qnext, m_phi2, cst, th, eps, S, T, sym, i0
             sv = sw2 * D + sb2
             tv = sv + sw2 * Dp * th[i, j]
             th[i, j] = tv
-            _put(k, i, j, sv, tv, S, T, sym)
+            S[k, i, j] = sv
+            T[k, i, j] = tv
 
 
 @nb.njit(cache=True)
@@ -161,7 +162,8 @@ def _tile_cheb(k, sw2, sb2, qnext, m_phi2, cg, cp, th, eps, S, T, sym, i0, i1, j
             sv = sw2 * D + sb2
             tv = sv + sw2 * Dp * th[i, j]
             th[i, j] = tv
-            _put(k, i, j, sv, tv, S, T, sym)
+            S[k, i, j] = sv
+            T[k, i, j] = tv
 
 
 # error_model="numpy": a division then cannot raise ZeroDivisionError, whose check is a
@@ -170,8 +172,8 @@ def _tile_cheb(k, sw2, sb2, qnext, m_phi2, cg, cp, th, eps, S, T, sym, i0, i1, j
 def _tile_general_fast(k, act, sw2, sb2, qr, qc, sig, th, S, T, sym, i0, i1, j0, j1):
     """erf, GELU and the ReLU family on a general covariance, one row of a tile at a time:
     per-point constants hoisted out of the pair loop and libm-free arcsine/arccosine, so
-    the loops along a row vectorize (the closed form; the updates and row writes; the
-    transposed writes of a symmetric block, each in its own loop).  The few pairs the
+    the loops along a row vectorize (the closed form; the updates and row writes, each
+    in its own loop).  The few pairs the
     vectorized form does not cover are redone by :func:`closed.pair` in between: the
     diagonal (the length map, bit for bit), zero ReLU variances, and GELU's cancelling
     branch (:func:`closed.gelu_general_pre` returns ok = False).
@@ -243,12 +245,6 @@ def _tile_general_fast(k, act, sw2, sb2, qr, qc, sig, th, S, T, sym, i0, i1, j0,
             trow[t] = tv
             Srow[t] = sv
             Trow[t] = tv
-        if sym:
-            Scol = S[k, jb:j1, i]
-            Tcol = T[k, jb:j1, i]
-            for t in range(m):
-                Scol[t] = srow[t]
-                Tcol[t] = trow[t]
 
 
 @nb.njit(cache=True)
@@ -264,7 +260,8 @@ def _tile_general_closed(k, act, sw2, sb2, qr, qc, sig, th, S, T, sym, i0, i1, j
             tv = sv + sw2 * Dp * th[i, j]
             sig[i, j] = sv
             th[i, j] = tv
-            _put(k, i, j, sv, tv, S, T, sym)
+            S[k, i, j] = sv
+            T[k, i, j] = tv
 
 
 @nb.njit(cache=True)
@@ -287,7 +284,8 @@ def _tile_quad(k, mode, act, sw2, sb2, q, qnext, m_phi2, qr, qc, sig, th, eps, S
             tv = sv + sw2 * Dp * th[i, j]
             sig[i, j] = sv
             th[i, j] = tv
-            _put(k, i, j, sv, tv, S, T, sym)
+            S[k, i, j] = sv
+            T[k, i, j] = tv
 
 
 @nb.njit(cache=True, parallel=True)
@@ -300,7 +298,8 @@ def advance(act, sw2, sb2, plan, state, S, T, sym):
 
     The loop runs over tiles, and inside a tile over layers: a tile's state stays in
     cache for all K layers, so memory traffic is just the output.  Symmetric blocks are
-    processed as tile pairs (I, J), I <= J, each upper entry written to (i, j) and (j, i).
+    processed as tile pairs (I, J), I <= J: a tile writes its upper entries (i, j), then
+    copies them to (j, i) (:func:`tiles.mirror`).
     """
     sig = state.sig
     th = state.th
@@ -338,3 +337,5 @@ def advance(act, sw2, sb2, plan, state, S, T, sym):
                 _tile_quad(k, mode, act, sw2, sb2, plan.q[k], plan.q_next[k], plan.m_phi2[k],
                            plan.q_rows[k], plan.q_cols[k], sig, th, eps, S, T, sym,
                            i0, i1, j0, j1)
+            if sym:
+                mirror(k, S, T, i0, i1, j0, j1)

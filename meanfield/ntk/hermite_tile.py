@@ -14,15 +14,14 @@ from ..core.gaussian.hermite import RTOL as HERM_RTOL
 from ..core.gaussian.moments import pair
 from . import angular as AN
 from . import taylor as TY
-from .tiles import put
 
 
 @nb.njit(cache=True, error_model="numpy")
 def hermite_layer(k, act, sw2, sb2, plan, sig, th, S, T, sym, i0, i1, j0, j1, tile):
-    """MODE_GENERAL_HERMITE: Mehler sums per pair, Horner in c vectorized along a row of
-    the tile, each pair truncated at its own order (the terms above it enter as exact
-    zeros); where no order of the ladder meets the bound, the Taylor series about c = 1
-    if the layer has one and its bound is met (:func:`taylor.row_in_tile`), else the
+    """MODE_GENERAL_HERMITE: per pair, the Taylor series about c = 1 if the layer has a
+    table and its bound is met (:func:`taylor.row_in_tile`); else the Mehler sum, Horner in
+    c vectorized along a row of the tile, truncated at the pair's own order (the terms
+    above it enter as exact zeros); where no order of the ladder meets the bound, the
     angular table if the layer has one (``plan.coef2[k]``, :func:`angular.row_in_tile`)
     and it covers the pair's angle, else the exact 2-D rule.
 
@@ -87,48 +86,57 @@ def hermite_layer(k, act, sw2, sb2, plan, sig, th, S, T, sym, i0, i1, j0, j1, ti
             cv[t] = c
             accd[t] = 0.0
             accp[t] = 0.0
-        # Each pair's order: the first of the ladder with |c|^(N+1) tau_i tau_j <= RTOL for
-        # phi and phi' (tails are non-increasing along the ladder, so the failing orders
-        # form a prefix and are counted branch-free).  Depends on the pair alone, so
-        # results do not depend on the tiling.
-        for t in range(mm):
-            ac = abs(cv[t])
-            c4 = ac * ac
-            c4 = c4 * c4
-            pw[t] = c4 * c4 * ac  # |c|^(LADDER[0] + 1), LADDER[0] = 8
-            cinc[t] = c4
-            nfail[t] = 0
-        inc_prev = 4
-        mvalid = 0
-        for m in range(ladder.shape[0]):
-            if ladder[m] > nmax:
-                break
-            mvalid = m + 1
-            if m > 0:
-                inc = ladder[m] - ladder[m - 1]
-                while inc_prev < inc:
-                    for t in range(mm):
-                        cinc[t] = cinc[t] * cinc[t]
-                    inc_prev *= 2
-                for t in range(mm):
-                    pw[t] = pw[t] * cinc[t]
-            tai = tr[0, m, i]
-            tbi = tr[1, m, i]
-            ta = tc[0, m, jb:j1]
-            tb = tc[1, m, jb:j1]
-            for t in range(mm):
-                okm = ((pw[t] * tai * ta[t] <= HERM_RTOL)
-                       & (pw[t] * tbi * tb[t] <= HERM_RTOL))
-                nfail[t] += 0 if okm else 1
-        for t in range(mm):
-            f = nfail[t]
-            npair[t] = ladder[f] if f < mvalid else -1
-            nrow = max(nrow, npair[t])
-        if sym and jb == i:
-            npair[0] = -1  # the diagonal: exact moments below
+        # The Taylor series about c = 1 first (when the layer has a table): a pair it takes
+        # needs no Hermite order, and when it takes every pair of a layer the layer needs no
+        # Hermite coefficients at all (Recursion skips them, see taylor.covers).
         kt = kt0[:mm]
+        for t in range(mm):
+            npair[t] = -1
         TY.row_in_tile(plan, k, i, jb, j1, cv, npair, math.sqrt(max(qr[i], 0.0)), sqc0[b0:],
                        sym and jb == i, kt, wk[:, :mm], want0[:mm])
+        nleft = 0
+        for t in range(mm):
+            nleft += 1 if kt[t] < 0 else 0
+        # Each other pair's order: the first of the ladder with |c|^(N+1) tau_i tau_j <= RTOL
+        # for phi and phi' (tails are non-increasing along the ladder, so the failing orders
+        # form a prefix and are counted branch-free).  Depends on the pair alone, so
+        # results do not depend on the tiling.
+        if nleft > 0 and nmax >= ladder[0]:
+            for t in range(mm):
+                ac = abs(cv[t])
+                c4 = ac * ac
+                c4 = c4 * c4
+                pw[t] = c4 * c4 * ac  # |c|^(LADDER[0] + 1), LADDER[0] = 8
+                cinc[t] = c4
+                nfail[t] = 0
+            inc_prev = 4
+            mvalid = 0
+            for m in range(ladder.shape[0]):
+                if ladder[m] > nmax:
+                    break
+                mvalid = m + 1
+                if m > 0:
+                    inc = ladder[m] - ladder[m - 1]
+                    while inc_prev < inc:
+                        for t in range(mm):
+                            cinc[t] = cinc[t] * cinc[t]
+                        inc_prev *= 2
+                    for t in range(mm):
+                        pw[t] = pw[t] * cinc[t]
+                tai = tr[0, m, i]
+                tbi = tr[1, m, i]
+                ta = tc[0, m, jb:j1]
+                tb = tc[1, m, jb:j1]
+                for t in range(mm):
+                    okm = ((pw[t] * tai * ta[t] <= HERM_RTOL)
+                           & (pw[t] * tbi * tb[t] <= HERM_RTOL))
+                    nfail[t] += 0 if okm else 1
+            for t in range(mm):
+                f = nfail[t]
+                npair[t] = ladder[f] if (f < mvalid) & (kt[t] < 0) else -1
+                nrow = max(nrow, npair[t])
+            if sym and jb == i:
+                npair[0] = -1  # the diagonal: exact moments below
         skip = skip0[:mm]
         by_table = use0[:mm]
         for t in range(mm):
@@ -151,13 +159,13 @@ def hermite_layer(k, act, sw2, sb2, plan, sig, th, S, T, sym, i0, i1, j0, j1, ti
             if sym and i == j:
                 D = fg[i, 0]
                 Dp = fg[i, 1]
-            elif npair[t] >= 0:
-                D = accd[t]
-                Dp = accp[t]
             elif kt[t] >= 0:
                 D = wk[1, t]
                 Dp = wk[2, t]
                 ntay += 1
+            elif npair[t] >= 0:
+                D = accd[t]
+                Dp = accp[t]
             elif by_table[t]:
                 D = wa[0, t]
                 Dp = wa[1, t]
@@ -168,7 +176,8 @@ def hermite_layer(k, act, sw2, sb2, plan, sig, th, S, T, sym, i0, i1, j0, j1, ti
             tv = sv + sw2 * Dp * trow[t]
             srow[t] = sv
             trow[t] = tv
-            put(k, i, j, sv, tv, S, T, sym)
+            S[k, i, j] = sv
+            T[k, i, j] = tv
     plan.fallback[tile] += nfb
     plan.taylor[tile] += ntay
     plan.angular[tile] += nang

@@ -19,12 +19,15 @@ How the expectations are computed
   from one 1-D quadrature, and a pair's E[phi phi], E[phi' phi'] are Mehler sums
   sum_n a_n(q_i) a_n(q_j) c^n, truncated at the first order N of ``hermite.LADDER`` whose
   Cauchy-Schwarz tail bound |c|^(N+1) sqrt(T_i T_j) is below ``hermite.RTOL`` relative
-  to the pair's scale; pairs where no order meets it (c near +-1 with slowly decaying
-  coefficients) take, for activations with closed-form derivatives of every order (the
-  logistic family), the Taylor series about c = 1 (:mod:`meanfield.ntk.taylor`: its
+  to the pair's scale.  For activations with closed-form derivatives of every order (the
+  logistic family) the Taylor series about c = 1 (:mod:`meanfield.ntk.taylor`: its
   coefficients are 1-D integrals at c = 1, interpolated in the two variances, with a
-  Lagrange remainder bound); for the ELU family (a kink only at 0, entire pieces), a
-  Chebyshev table in the angle arccos c and the two variances
+  Lagrange remainder bound) goes first, and the blocks go through the layers together:
+  a layer where it takes every pair (checked from the blocks' largest (1 - c) sqrt(q_i q_j),
+  :func:`taylor.covers`) computes no Hermite coefficients.  Pairs that no order of the
+  ladder takes (c near +-1 with slowly decaying coefficients) take, for the ELU family
+  (a kink only at 0, entire pieces), a Chebyshev table in the angle arccos c and the two
+  variances
   (:mod:`meanfield.ntk.angular`, checked per depth, ``pairs_angular_table``); and where
   none applies, the exact 2-D quadrature (:func:`meanfield.core.gaussian.moments.pair`),
   counted in the dataset attribute ``pairs_exact_fallback``.
@@ -59,6 +62,7 @@ from . import blocks as K
 from . import taylor
 from .gram import gram, refine_eps
 from .plan import layer_plan
+from .tiles import max_gap
 
 # Relative agreement between the norms |x|^2/d for the shared-norm path: treating norms
 # that differ by this much as equal perturbs q^1 by less than the 1e-12 accuracy target.
@@ -183,6 +187,13 @@ class Recursion:
             self.mode = K.MODE_SHARED_CHEB
         else:
             self.mode = K.MODE_SHARED_QUAD
+        # With a Taylor table, all blocks go through the layers together, so that a layer
+        # whose table takes every pair skips its Hermite coefficients (see _general_step).
+        # Without blocks (the layer table of a kernel store, meanfield.ntk.blocked) the
+        # pairs are unknown and every layer keeps its coefficients.
+        self.layer_major = (self.mode == K.MODE_GENERAL_HERMITE and act.derivatives is not None
+                            and len(blocks) > 0)
+        self.hermite_skipped = 0  # layers whose Taylor table took every pair
 
     def extra_attrs(self):
         """Method-specific global attributes of a kernel dataset."""
@@ -275,16 +286,33 @@ class Recursion:
             mode = K.MODE_SHARED_QUAD  # q = 0: moments2 handles it without nodes
         return LayerStep(mode, q, q_next, m_phi2, c1, c2, self.qz, self.qz)
 
-    def _general_step(self, qz):
-        """The layer from the per-point variances qz to the next."""
+    def _general_step(self, qz, xmax=None):
+        """The layer from the per-point variances qz to the next.
+
+        ``xmax`` (layer-major runs): the largest (1 - c) sqrt(q_i q_j) over the pairs of
+        every block at this depth; when the layer's Taylor table meets its bound for all
+        pairs up to it (:func:`taylor.covers`), no pair can reach the Mehler sums and
+        their coefficients (the costliest part of a step) are not computed.
+        """
         if self.mode == K.MODE_GENERAL_HERMITE:
+            n = qz.size
+            if xmax is not None:
+                fg = np.empty((n, 2))
+                hermite.exact_moments(self.rec, qz, fg)
+                tab = taylor.build_table(self.act, qz, fg[:, 0], fg[:, 1])
+                if tab.size and taylor.covers(tab, qz, fg, xmax):
+                    self.hermite_skipped += 1
+                    self.hermite_terms.append(0)
+                    tau = np.full((n, 2, hermite.LADDER.size), np.inf)
+                    return LayerStep(self.mode, self.q, 0.0, 0.0, tab, _EMPTY, qz,
+                                     self.sw2 * fg[:, 0] + self.sb2, np.zeros((1, n)),
+                                     np.zeros((1, n)), tau, fg)
             # With closed-form derivatives the Taylor series takes the pairs near c = 1, but
             # only once |x| = (1 - c) sqrt(q_i q_j) is small (its remainder grows like
             # K! (|x| / pi^2)^K for the logistic family); the longest series of the ladder
             # covers the layers in between (measured, softplus at (2, 0.05): N = 64 leaves
             # every pair of depths 5-8 to the exact rule, N = 128 none).
             N = hermite.LADDER[-1] if self.act.derivatives is not None else hermite.N_DEFAULT
-            n = qz.size
             A = np.empty((N + 1, n))
             B = np.empty((N + 1, n))
             tau = np.empty((n, 2, hermite.LADDER.size))
@@ -298,12 +326,20 @@ class Recursion:
             self.hermite_terms.append(N)
             # sw2 E phi^2 + sb2 from the same value as diag_step: the length map bit for bit.
             qzn = self.sw2 * fg[:, 0] + self.sb2
-            tab = taylor.build_table(self.act, qz, fg[:, 0], fg[:, 1])
+            if xmax is None:
+                tab = taylor.build_table(self.act, qz, fg[:, 0], fg[:, 1])
             return LayerStep(self.mode, self.q, 0.0, 0.0, tab, self._angular(qz, N, tau), qz,
                              qzn, A, B, tau, fg)
         qzn = np.empty_like(qz)
         K.diag_step(self.rec, self.sw2, self.sb2, qz, qzn, np.empty_like(qz))
         return LayerStep(self.mode, self.q, 0.0, 0.0, _EMPTY, _EMPTY, qz, qzn)
+
+    def _reach(self, qz):
+        """The largest (1 - c) sqrt(q_i q_j) over every block's pairs at the current depth
+        (``qz`` its variances), widened to cover the rounding of each pair's own x."""
+        sq = np.sqrt(np.maximum(qz, 0.0))
+        x = max([max_gap(b.sig, sq[b.rows], sq[b.cols], b.sym) for b in self.blocks] + [0.0])
+        return x * (1.0 + 1e-6) + 1e-12 * float(np.max(qz, initial=0.0))
 
     def _angular(self, qz, N, tau):
         """The angular table of a layer (ELU family), over the angles where some pair may
@@ -322,7 +358,10 @@ class Recursion:
         return angular.build(self.act, np.sqrt(qz), theta_max, budget)
 
     def _step(self, q, qz):
-        s = self._shared_step(q) if self.shared else self._general_step(qz)
+        if self.shared:
+            s = self._shared_step(q)
+        else:
+            s = self._general_step(qz, self._reach(qz) if self.layer_major else None)
         self.modes_used.add(s.mode)
         return s
 
@@ -343,6 +382,20 @@ class Recursion:
         PROGRESS_SECONDS; values are the same bit for bit (the block state is carried in
         place from chunk to chunk).
         """
+        if self.layer_major:
+            for blk, (S, T) in zip(self.blocks, store):
+                S[0], T[0] = blk.sig, blk.th
+            # Layer by layer: each step looks at the blocks' state (see _general_step).  A
+            # layer of this mode costs far more than its tile's trip through memory.
+            q, qz = self.q, self.qz
+            for l in range(2, depth + 1):
+                s = self._step(q, qz)
+                for blk, (S, T) in zip(self.blocks, store):
+                    self._advance([s], blk, S[l - 1:l], T[l - 1:l])
+                    if progress is not None:
+                        progress(1)
+                q, qz = s.q_next, s.q_points_next
+            return
         steps = []
         q, qz = self.q, self.qz
         for _ in range(2, depth + 1):

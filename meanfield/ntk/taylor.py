@@ -182,6 +182,39 @@ def point_data(tab, q, FG, U, T, sd, sp):
                 sp[k - 1, i] = math.sqrt(hk / FG[i, 1])
 
 
+@nb.njit(cache=True)
+def covers(tab, q, FG, xmax):
+    """Whether the table meets its bound for every pair of the inputs of variance q (and
+    exact moments FG) whose |x| = (1 - c) sqrt(q_i q_j) is at most ``xmax``.
+
+    A sufficient condition: at some order K <= kmax, the bound of :func:`row` with |x| =
+    ``xmax`` and the largest per-input factors, |x|^K / K! max_i s_K(q_i)^2 plus the
+    interpolants' error terms, is below RTOL for phi and phi'.  Each term grows with |x|
+    and with the factors, so then every such pair meets its own bound at an order <= K.
+    """
+    kmax = int(tab[0])
+    M = int(tab[1])
+    n = q.shape[0]
+    U = np.empty((kmax + 1, M, n))
+    T = np.empty((M, n))
+    sd = np.empty((kmax + 1, n))
+    sp = np.empty((kmax + 1, n))
+    point_data(tab, q, FG, U, T, sd, sp)
+    E = tab[HEAD:HEAD + kmax + 2]
+    pw = 1.0
+    eds = 0.0
+    eps_ = 0.0
+    for K in range(1, kmax + 1):
+        eds += pw * E[K - 1] / tab[4]
+        eps_ += pw * E[K] / tab[5]
+        pw = pw * xmax / K
+        s1 = np.max(sd[K])
+        s2 = np.max(sp[K])
+        if (pw * s1 * s1 + eds <= RTOL) and (pw * s2 * s2 + eps_ <= RTOL):
+            return True
+    return False
+
+
 @nb.njit(cache=True, error_model="numpy")
 def row(kmax, M, Ui, sdi, spi, Tc, sdc, spc, eD, eP, x, want, kt, D, P, pw, eds, eps_, g, a, ap):
     """Taylor sums for the pairs (i, j_t) of one row with ``want[t]``: the first order K of
@@ -247,8 +280,8 @@ def row(kmax, M, Ui, sdi, spi, Tc, sdc, spc, eD, eP, x, want, kt, D, P, pw, eds,
 
 @nb.njit(cache=True, error_model="numpy")
 def row_in_tile(plan, k, i, jb, j1, cv, npair, sqi, sqc, diag, kt, wk, want):
-    """The Taylor sums of layer k for the pairs (i, jb..j1-1) of a tile row that the Hermite
-    series could not take (``npair[t] < 0``; not the diagonal, ``diag``): kt[t] the order
+    """The Taylor sums of layer k for the pairs (i, jb..j1-1) of a tile row with
+    ``npair[t] < 0`` (no other method chosen yet; not the diagonal, ``diag``): kt[t] the order
     used (-1: none, the caller's exact rule), wk[1], wk[2] the sums E phi phi, E phi'phi'.
 
     The plan's Taylor fields (:class:`meanfield.ntk.blocks.LayerPlan`, layer k)::

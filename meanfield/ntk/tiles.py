@@ -5,6 +5,8 @@ layers (:mod:`meanfield.ntk.blocks`, :mod:`meanfield.ntk.hermite_tile`,
 from __future__ import annotations
 
 import numba as nb
+import numpy as np
+from numba import prange
 
 TILE = 64  # a 64 x 64 tile of the state (eps, Theta, Sigma) is 96 kB: it stays in L2
 
@@ -21,11 +23,36 @@ def upper_pair(t, n):
     return i, i + rem
 
 
+@nb.njit(cache=True, parallel=True)
+def max_gap(sig, sr, sc, sym):
+    """max over entries (i, j) of sr_i sc_j - sig[i, j] (j > i when ``sym``): with sr, sc the
+    square roots of the rows' and columns' variances, the largest (1 - c) sqrt(q_i q_j)
+    of a block (0 for an empty one)."""
+    nr = sig.shape[0]
+    best = np.zeros(nr)
+    for i in prange(nr):
+        m = 0.0
+        for j in range(i + 1 if sym else 0, sig.shape[1]):
+            m = max(m, sr[i] * sc[j] - sig[i, j])
+        best[i] = m
+    return np.max(best) if nr else 0.0
+
+
 @nb.njit(cache=True)
-def put(k, i, j, sv, tv, S, T, sym):
-    """Write layer k's Sigma and Theta of entry (i, j), and of (j, i) in a symmetric block."""
-    S[k, i, j] = sv
-    T[k, i, j] = tv
-    if sym:
-        S[k, j, i] = sv
-        T[k, j, i] = tv
+def mirror(k, S, T, i0, i1, j0, j1):
+    """S[k, j, i] = S[k, i, j] and T likewise for the entries i < j of a tile
+    [i0, i1) x [j0, j1) of a symmetric block, once the tile's upper entries are written.
+
+    A tile mirrors its own rows when they are done: the column reads stay in cache (the
+    tile was just written) and the writes are contiguous rows, where writing each (j, i)
+    along with (i, j) strides through memory (measured: half the time of a Taylor layer).
+    """
+    for j in range(j0, j1):
+        ie = min(i1, j)
+        if ie <= i0:
+            continue
+        Sr = S[k, j, i0:ie]
+        Tr = T[k, j, i0:ie]
+        for t in range(ie - i0):
+            Sr[t] = S[k, i0 + t, j]
+            Tr[t] = T[k, i0 + t, j]

@@ -249,6 +249,16 @@ def _moments_tails(act, q, N, ladder, A, B, tau, FG):
                 tau[i, 1, m] = math.sqrt(max(G - sb, 0.0) / G + fl)
 
 
+@nb.njit(cache=True, parallel=True)
+def exact_moments(act, q, FG):
+    """FG[i] = (E phi(sqrt(q_i) z)^2, E phi'(sqrt(q_i) z)^2) by the exact rule: the values
+    :func:`coefficients` and :func:`coefficients_fast` return in their FG, bit for bit."""
+    for i in prange(q.shape[0]):
+        F, G = pair(act, q[i], q[i], q[i], True)
+        FG[i, 0] = F
+        FG[i, 1] = G
+
+
 def hermite_grid(kappa, qmax, N, zmax=None):
     """The trapezoid rule of the coefficients, shared by all variances up to ``qmax``.
 
