@@ -106,6 +106,33 @@ def test_table_reproduces_fresh_nodes(s0, spread, theta_max, graded):
     assert worst[0] <= 1e-12 * Fmax[0] and worst[1] <= 1e-12 * Fmax[1], worst
 
 
+def test_table_at_the_rounding_floor_is_used_within_rtol_last(monkeypatch):
+    # ELU past its unbounded point: s ~ 8000 with a +-25 % spread.  No degree reproduces
+    # the check points to RTOL (the best miss by ~1.1 RTOL in the first graded panel), so
+    # without RTOL_LAST the layer would go to the exact rule (~10 ms a pair); with it the
+    # table is used, and it is within 1e-12 of fresh node values at 200 random points.
+    act = get_activation("elu")
+    s = 8000.0 * (1.0 + 0.25 * np.linspace(-1.0, 1.0, 40))
+    tab = angular.build(act, s, 0.3, 10**6, seed=3)
+    nt, ns, P = angular.dims(tab)
+    assert nt > 0 and P > 1
+    rng = np.random.default_rng(5)
+    W = np.empty((P, 2, nt + 1, ns + 1))
+    ready = np.zeros(P, dtype=bool)
+    tb = np.empty(ns + 1)
+    worst = np.zeros(2)
+    for k in range(200):
+        th = 0.3 * (rng.uniform() if k % 2 else 10.0 ** rng.uniform(-6.0, 0.0))
+        s1, s2 = rng.choice(s, 2)
+        ready[:] = False
+        got = np.array(angular.evaluate(tab, W, ready, tb, s1, s2, math.cos(th)))
+        worst = np.maximum(worst, np.abs(got - np.array(angular.node(1.0, 1.0, s1, s2, th))))
+    Fmax = angular.node(1.0, 1.0, s.max(), s.max(), 0.0)
+    assert worst[0] <= angular.RTOL_LAST * Fmax[0] and worst[1] <= angular.RTOL_LAST * Fmax[1]
+    monkeypatch.setattr(angular, "RTOL_LAST", angular.RTOL)
+    assert angular.build(act, s, 0.3, 10**6, seed=3).size == 0
+
+
 def test_table_refused_when_it_cannot_be_checked(monkeypatch):
     act = get_activation("elu")
     s = np.linspace(0.9, 1.1, 10)
