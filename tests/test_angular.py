@@ -227,3 +227,30 @@ def test_two_point_block_at_exact_alignment():
     Fr, Gr = _polar(1.0, 1.0, 1.0, 1.3, 0.0)
     assert abs(S[1, 0, 1] - Fr) <= 1e-12 * 1.3
     assert abs((T[1, 0, 1] - S[1, 0, 1]) / 1.3 - Gr) <= 1e-12
+
+
+def test_layers_the_mehler_series_takes_whole_build_no_table_and_values_are_unchanged():
+    # SELU at (1.5, 0.05) is chaotic (c* < 1): past the first layers the Mehler series
+    # takes every pair, so those layers build no angular table.  The kernel must be the
+    # same bit for bit as with a table at every layer (a pair takes the table only where
+    # the series misses its bound), and through iterate().
+    rng = np.random.default_rng(4)
+    X = _inputs(40, 20, rng)
+    idx = np.arange(40)
+    act = get_activation("selu")
+    out = []
+    for lazy in (True, False):
+        rec = setup(act, 1.5, 0.05, X, [(idx, idx, True)])
+        rec.layer_major = lazy
+        S = np.empty((25, 40, 40))
+        T = np.empty((25, 40, 40))
+        rec.compute(25, [(S, T)])
+        out.append((S, T, rec.angular_skipped, rec.angular_pairs, rec.fallback_pairs))
+    assert out[0][2] >= 10 and out[1][2] == 0 and out[0][3:] == out[1][3:]
+    np.testing.assert_array_equal(out[0][0], out[1][0])
+    np.testing.assert_array_equal(out[0][1], out[1][1])
+    rec = setup(act, 1.5, 0.05, X, [(idx, idx, True)])
+    for _ in rec.iterate(25):
+        pass
+    assert rec.angular_skipped == out[0][2]
+    np.testing.assert_array_equal(rec.blocks[0].th, out[0][1][-1])

@@ -62,7 +62,7 @@ from . import blocks as K
 from . import taylor
 from .gram import gram, refine_eps
 from .plan import layer_plan
-from .tiles import max_gap
+from .tiles import pair_extremes
 
 # Relative agreement between the norms |x|^2/d for the shared-norm path: treating norms
 # that differ by this much as equal perturbs q^1 by less than the 1e-12 accuracy target.
@@ -187,13 +187,15 @@ class Recursion:
             self.mode = K.MODE_SHARED_CHEB
         else:
             self.mode = K.MODE_SHARED_QUAD
-        # With a Taylor table, all blocks go through the layers together, so that a layer
-        # whose table takes every pair skips its Hermite coefficients (see _general_step).
-        # Without blocks (the layer table of a kernel store, meanfield.ntk.blocked) the
-        # pairs are unknown and every layer keeps its coefficients.
-        self.layer_major = (self.mode == K.MODE_GENERAL_HERMITE and act.derivatives is not None
-                            and len(blocks) > 0)
+        # With a Taylor or an angular table, all blocks go through the layers together, so
+        # that a layer skips what none of its pairs needs: the Hermite coefficients where
+        # the Taylor table takes every pair, the angular table where the Mehler series
+        # does (see _general_step).  Without blocks (the layer table of a kernel store,
+        # meanfield.ntk.blocked) the pairs are unknown and every layer keeps both.
+        self.layer_major = (self.mode == K.MODE_GENERAL_HERMITE and len(blocks) > 0
+                            and (act.derivatives is not None or angular.applies(act)))
         self.hermite_skipped = 0  # layers whose Taylor table took every pair
+        self.angular_skipped = 0  # layers whose Mehler series took every pair (ELU family)
 
     def extra_attrs(self):
         """Method-specific global attributes of a kernel dataset."""
@@ -286,17 +288,20 @@ class Recursion:
             mode = K.MODE_SHARED_QUAD  # q = 0: moments2 handles it without nodes
         return LayerStep(mode, q, q_next, m_phi2, c1, c2, self.qz, self.qz)
 
-    def _general_step(self, qz, xmax=None):
+    def _general_step(self, qz, reach=None):
         """The layer from the per-point variances qz to the next.
 
-        ``xmax`` (layer-major runs): the largest (1 - c) sqrt(q_i q_j) over the pairs of
-        every block at this depth; when the layer's Taylor table meets its bound for all
-        pairs up to it (:func:`taylor.covers`), no pair can reach the Mehler sums and
-        their coefficients (the costliest part of a step) are not computed.
+        ``reach`` (layer-major runs): (xmax, cmax), the largest (1 - c) sqrt(q_i q_j) and
+        the largest |c| over the pairs of every block at this depth.  When the layer's
+        Taylor table meets its bound for every pair up to xmax (:func:`taylor.covers`),
+        no pair can reach the Mehler sums and their coefficients (the costliest part of a
+        step) are not computed; when the Mehler series meets its bound for every |c| up to
+        cmax, no pair reaches the angular table and it is not built.
         """
         if self.mode == K.MODE_GENERAL_HERMITE:
             n = qz.size
-            if xmax is not None:
+            xmax, cmax = reach if reach is not None else (None, None)
+            if xmax is not None and self.act.derivatives is not None:
                 fg = np.empty((n, 2))
                 hermite.exact_moments(self.rec, qz, fg)
                 tab = taylor.build_table(self.act, qz, fg[:, 0], fg[:, 1])
@@ -326,24 +331,28 @@ class Recursion:
             self.hermite_terms.append(N)
             # sw2 E phi^2 + sb2 from the same value as diag_step: the length map bit for bit.
             qzn = self.sw2 * fg[:, 0] + self.sb2
-            if xmax is None:
+            if xmax is None or self.act.derivatives is None:
                 tab = taylor.build_table(self.act, qz, fg[:, 0], fg[:, 1])
-            return LayerStep(self.mode, self.q, 0.0, 0.0, tab, self._angular(qz, N, tau), qz,
-                             qzn, A, B, tau, fg)
+            return LayerStep(self.mode, self.q, 0.0, 0.0, tab, self._angular(qz, N, tau, cmax),
+                             qz, qzn, A, B, tau, fg)
         qzn = np.empty_like(qz)
         K.diag_step(self.rec, self.sw2, self.sb2, qz, qzn, np.empty_like(qz))
         return LayerStep(self.mode, self.q, 0.0, 0.0, _EMPTY, _EMPTY, qz, qzn)
 
     def _reach(self, qz):
-        """The largest (1 - c) sqrt(q_i q_j) over every block's pairs at the current depth
-        (``qz`` its variances), widened to cover the rounding of each pair's own x."""
+        """(xmax, cmax): the largest (1 - c) sqrt(q_i q_j) and |c| over every block's pairs
+        at the current depth (``qz`` its variances), widened to cover the rounding of each
+        pair's own x and c."""
         sq = np.sqrt(np.maximum(qz, 0.0))
-        x = max([max_gap(b.sig, sq[b.rows], sq[b.cols], b.sym) for b in self.blocks] + [0.0])
-        return x * (1.0 + 1e-6) + 1e-12 * float(np.max(qz, initial=0.0))
+        ext = [pair_extremes(b.sig, sq[b.rows], sq[b.cols], b.sym) for b in self.blocks]
+        x = max([e[0] for e in ext] + [0.0])
+        c = max([e[1] for e in ext] + [0.0])
+        return x * (1.0 + 1e-6) + 1e-12 * float(np.max(qz, initial=0.0)), c + 1e-12
 
-    def _angular(self, qz, N, tau):
+    def _angular(self, qz, N, tau, cmax=None):
         """The angular table of a layer (ELU family), over the angles where some pair may
-        miss the Hermite bound; empty when it does not apply or cannot be built."""
+        miss the Hermite bound; empty when it does not apply or cannot be built, or when
+        every pair's |c| is below ``cmax`` < the Mehler bound's reach."""
         if not angular.applies(self.act):
             return _EMPTY
         # Every pair with |c| <= c_m meets the bound at ladder order m (worst inputs).
@@ -353,6 +362,9 @@ class Recursion:
                 worst = float(np.max(tau[:, :, m]))
                 if order <= N and worst > 0.0 and np.isfinite(worst):
                     c_pass = max(c_pass, min(1.0, (hermite.RTOL / worst ** 2) ** (1.0 / (order + 1))))
+        if cmax is not None and cmax < c_pass:
+            self.angular_skipped += 1
+            return _EMPTY
         theta_max = math.pi if c_pass < 0.5 else min(math.pi, 1.02 * math.acos(c_pass))
         budget = min(ANGULAR_NODES_MAX, ANGULAR_NODES_PER_PAIR * self.n_pairs)
         return angular.build(self.act, np.sqrt(qz), theta_max, budget)

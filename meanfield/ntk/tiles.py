@@ -24,18 +24,27 @@ def upper_pair(t, n):
 
 
 @nb.njit(cache=True, parallel=True)
-def max_gap(sig, sr, sc, sym):
-    """max over entries (i, j) of sr_i sc_j - sig[i, j] (j > i when ``sym``): with sr, sc the
-    square roots of the rows' and columns' variances, the largest (1 - c) sqrt(q_i q_j)
-    of a block (0 for an empty one)."""
+def pair_extremes(sig, sr, sc, sym):
+    """(max of sr_i sc_j - sig[i, j], max of |sig[i, j]| / (sr_i sc_j)) over the entries
+    (i, j) of a block (j > i when ``sym``): with sr, sc the square roots of the rows' and
+    columns' variances, its largest (1 - c) sqrt(q_i q_j) and largest |c| ((0, 0) for an
+    empty block; a zero variance counts as c = 0)."""
     nr = sig.shape[0]
-    best = np.zeros(nr)
+    gap = np.zeros(nr)
+    cor = np.zeros(nr)
     for i in prange(nr):
+        g = 0.0
         m = 0.0
         for j in range(i + 1 if sym else 0, sig.shape[1]):
-            m = max(m, sr[i] * sc[j] - sig[i, j])
-        best[i] = m
-    return np.max(best) if nr else 0.0
+            d = sr[i] * sc[j]
+            g = max(g, d - sig[i, j])
+            if d > 0.0:
+                m = max(m, abs(sig[i, j]) / d)
+        gap[i] = g
+        cor[i] = m
+    if nr == 0:
+        return 0.0, 0.0
+    return np.max(gap), np.max(cor)
 
 
 @nb.njit(cache=True)
