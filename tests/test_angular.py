@@ -77,6 +77,25 @@ def test_node_matches_polar_reference(name, s1, s2, theta):
     assert abs(G - Gr) <= 1e-12 * b * b * max(1.0, a * a), (G, Gr)
 
 
+def _table_error(tab, s, theta_max, seed, lowest):
+    """Largest |table - fresh node| of (F, G) at 200 random points of the table's domain
+    (half the angles log-uniform down to theta_max 10^lowest: the graded panels near 0
+    get their share), and the largest (F, G) there."""
+    nt, ns, P = angular.dims(tab)
+    rng = np.random.default_rng(seed)
+    W = np.empty((P, 2, nt + 1, ns + 1))
+    ready = np.zeros(P, dtype=bool)
+    tb = np.empty(ns + 1)
+    worst = np.zeros(2)
+    for k in range(200):
+        th = theta_max * (rng.uniform() if k % 2 else 10.0 ** rng.uniform(lowest, 0.0))
+        s1, s2 = rng.choice(s, 2)
+        ready[:] = False
+        got = np.array(angular.evaluate(tab, W, ready, tb, s1, s2, math.cos(th)))
+        worst = np.maximum(worst, np.abs(got - np.array(angular.node(1.0, 1.0, s1, s2, th))))
+    return worst, angular.node(1.0, 1.0, s.max(), s.max(), 0.0)
+
+
 @pytest.mark.parametrize("s0,spread,theta_max,graded", [(1.0, 0.15, 0.5, False),
                                                         (1.0, 0.15, math.pi, False),
                                                         (5.0, 0.3, 0.3, False),
@@ -89,20 +108,7 @@ def test_table_reproduces_fresh_nodes(s0, spread, theta_max, graded):
     tab = angular.build(act, s, theta_max, 10**6, seed=3)
     nt, ns, P = angular.dims(tab)
     assert nt > 0 and (ns == 0) == (spread == 0.0) and (P > 1) == graded
-    rng = np.random.default_rng(11)
-    W = np.empty((P, 2, nt + 1, ns + 1))
-    ready = np.zeros(P, dtype=bool)
-    tb = np.empty(ns + 1)
-    worst = np.zeros(2)
-    for k in range(200):
-        # half the angles log-uniform: the graded panels near 0 get their share
-        th = theta_max * (rng.uniform() if k % 2 else 10.0 ** rng.uniform(-5.0, 0.0))
-        s1, s2 = rng.choice(s, 2)
-        ready[:] = False
-        got = np.array(angular.evaluate(tab, W, ready, tb, s1, s2, math.cos(th)))
-        want = np.array(angular.node(1.0, 1.0, s1, s2, th))
-        worst = np.maximum(worst, np.abs(got - want))
-    Fmax = angular.node(1.0, 1.0, s.max(), s.max(), 0.0)
+    worst, Fmax = _table_error(tab, s, theta_max, 11, -5.0)
     assert worst[0] <= 1e-12 * Fmax[0] and worst[1] <= 1e-12 * Fmax[1], worst
 
 
@@ -116,18 +122,7 @@ def test_table_at_the_rounding_floor_is_used_within_rtol_last(monkeypatch):
     tab = angular.build(act, s, 0.3, 10**6, seed=3)
     nt, ns, P = angular.dims(tab)
     assert nt > 0 and P > 1
-    rng = np.random.default_rng(5)
-    W = np.empty((P, 2, nt + 1, ns + 1))
-    ready = np.zeros(P, dtype=bool)
-    tb = np.empty(ns + 1)
-    worst = np.zeros(2)
-    for k in range(200):
-        th = 0.3 * (rng.uniform() if k % 2 else 10.0 ** rng.uniform(-6.0, 0.0))
-        s1, s2 = rng.choice(s, 2)
-        ready[:] = False
-        got = np.array(angular.evaluate(tab, W, ready, tb, s1, s2, math.cos(th)))
-        worst = np.maximum(worst, np.abs(got - np.array(angular.node(1.0, 1.0, s1, s2, th))))
-    Fmax = angular.node(1.0, 1.0, s.max(), s.max(), 0.0)
+    worst, Fmax = _table_error(tab, s, 0.3, 5, -6.0)
     assert worst[0] <= angular.RTOL_LAST * Fmax[0] and worst[1] <= angular.RTOL_LAST * Fmax[1]
     monkeypatch.setattr(angular, "RTOL_LAST", angular.RTOL)
     assert angular.build(act, s, 0.3, 10**6, seed=3).size == 0
