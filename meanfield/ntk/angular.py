@@ -353,9 +353,10 @@ def build(act, s_points, theta_max, max_nodes, seed=0):
         m = _misfit(exact, approx, exact)
         if m <= 1.0:
             return tab
-        if m * RTOL <= RTOL_LAST and best[0] <= 2.0 * m:
-            break  # a rung more did not help: the error is at its floor
+        prev = best[0]
         best = min(best, (m, tab), key=lambda b: b[0])
+        if m * RTOL <= RTOL_LAST and prev <= 2.0 * m:
+            break  # a rung more did not halve the error: it is at its floor
         nt = _next(NT_LADDER, nt)
         ns = _next(NS_LADDER, ns) if ns else 0
         if nt == 0 or (ns == 0 and not flat):
