@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 import xarray as xr
 import zarr
-from hypothesis import HealthCheck, given, settings
+from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
 import meanfield as mf
@@ -53,6 +53,9 @@ def store_run(X, act, store, **kw):
 @settings(max_examples=4, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(block=st.integers(4, N + 3),
        depths=st.one_of(st.none(), st.sets(st.integers(1, L), min_size=1, max_size=3)))
+# found by hypothesis: only depth 1 kept, where the store's layer table used to run to L
+# and its attributes (hermite_terms_max) described layers kernels() never computes
+@example(block=4, depths={1})
 def test_equals_kernels_bit_for_bit(act, block, depths):
     depths = None if depths is None else sorted(depths)
     with tempfile.TemporaryDirectory() as tmp:

@@ -331,8 +331,13 @@ def kernels_to_store(X, activation, sw2, sb2, depth, store, *, X2=None, block=No
                 else:
                     rec = table_recursion(act, sw2, sb2, Z, None if X2 is None else m)
 
+                    # Layers to the deepest kept depth, as meanfield.kernels runs them:
+                    # the method attributes then describe the same layers.
+                    deepest = int(keep[-1])
+
                     def fill(group):
-                        write_table(group, layer_steps(rec, L), L - 1, Z.shape[0], block)
+                        write_table(group, layer_steps(rec, deepest), deepest - 1, Z.shape[0],
+                                    block)
                         # after the table: the method attributes say what its layers used
                         return global_attrs(act, sw2, sb2, rec,
                                             f"NNGP and NTK kernels: {act.name}")
